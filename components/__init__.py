@@ -1,0 +1,1 @@
+"""Pure, testable building blocks of xstilts. Only `components.tracking` talks to MLflow."""

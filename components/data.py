@@ -1,0 +1,382 @@
+"""Loaders: XTREME `download/` files (or the Hugging Face Hub when a file is absent) -> canonical examples.
+
+Canonical examples are plain dicts keyed by task type, always with `lang`:
+- pair / single classification: `text_a`, `text_b` (pairs only), `label` (a string of the spec's label set);
+- multiple choice: `context`, `question`, `choices` (list of str), `label` (index);
+- token classification: `tokens`, `tags`;
+- extractive QA: `id`, `context`, `question`, `answers` ({"text": [...], "answer_start": [...]}).
+Retrieval files (Tatoeba, BUCC, LAReQA, Mewsli-X) have readers of their own in the retrieval components.
+
+Every malformed input ends in one `XstiltsInputError` naming the file, line and value.
+"""
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from components.errors import XstiltsInputError
+from components.settings import DATA_ROOT_ENV, data_root
+from components.tasks import DevSplit, TaskSpec, get_task
+
+Example = dict
+ZERO_SHOT_SOURCE_LANG = "en"
+PROTOCOLS = ("standard", "dev-split")
+
+
+def _fail(path: Path, line: int, message: str) -> XstiltsInputError:
+    return XstiltsInputError(f"{path}:{line}: {message}")
+
+
+def _label(spec: TaskSpec, raw: str, path: Path, line: int) -> str:
+    label = spec.label_aliases.get(raw.strip(), raw.strip())
+    if label == "":
+        raise _fail(path, line, "empty label")
+    if spec.labels and label not in spec.labels:
+        raise _fail(path, line, f"label {raw!r} is not in the label set of {spec.name}: {', '.join(spec.labels)}")
+    return label
+
+
+def _unlabeled(path: Path, why: str) -> XstiltsInputError:
+    return XstiltsInputError(f"{path}: unlabeled split ({why}); the benchmark withholds these labels, so it cannot be scored")
+
+
+def _read_tsv_pair(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle, delimiter="\t"))
+    if rows and all(len(row) == 2 for row in rows):
+        raise _unlabeled(path, "every row has 2 columns: text_a, text_b and no label")
+    examples = []
+    for line, row in enumerate(rows, start=1):
+        if len(row) != 3:
+            raise _fail(path, line, f"expected 3 tab-separated columns (text_a, text_b, label), found {len(row)}")
+        examples.append({"text_a": row[0], "text_b": row[1], "label": _label(spec, row[2], path, line), "lang": lang})
+    return examples
+
+
+def _read_csv_records(path: Path, required: tuple[str, ...], delimiter: str = ",") -> Iterator[tuple[int, dict]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL)
+        missing = [column for column in required if column not in (reader.fieldnames or ())]
+        if missing:
+            raise _fail(path, 1, f"header lacks column(s) {', '.join(missing)}; found {reader.fieldnames}")
+        for record in reader:
+            # A row with more fields than the header lands under the None key; fewer leaves None values.
+            if None in record or any(value is None for value in record.values()):
+                raise _fail(path, reader.line_num, f"expected {len(reader.fieldnames)} columns as in the header")
+            yield reader.line_num, record
+
+
+def _read_anli_csv(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
+    return [
+        {"text_a": r["context"], "text_b": r["statement"], "label": _label(spec, r["gold_label"], path, line), "lang": lang}
+        for line, r in _read_csv_records(path, ("context", "statement", "gold_label"))
+    ]
+
+
+def _read_sst2_tsv(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
+    return [
+        {"text_a": r["sentence"], "label": _label(spec, r["label"], path, line), "lang": lang}
+        for line, r in _read_csv_records(path, ("sentence", "label"), delimiter="\t")
+    ]
+
+
+def _read_conll(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
+    examples, tokens, tags = [], [], []
+    with path.open(encoding="utf-8") as handle:
+        for line, text in enumerate(handle, start=1):
+            text = text.rstrip("\n")
+            if not text.strip():
+                if tokens:
+                    examples.append({"tokens": tokens, "tags": tags, "lang": lang})
+                    tokens, tags = [], []
+                continue
+            columns = text.split("\t")
+            if len(columns) == 1:
+                raise _unlabeled(path, f"line {line} has a token and no tag")
+            if len(columns) != 2:
+                raise _fail(path, line, f"expected 2 tab-separated columns (token, tag), found {len(columns)}")
+            tokens.append(columns[0])
+            tags.append(_label(spec, columns[1], path, line))
+    if tokens:
+        examples.append({"tokens": tokens, "tags": tags, "lang": lang})
+    return examples
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    with path.open(encoding="utf-8") as handle:
+        for line, text in enumerate(handle, start=1):
+            if text.strip():
+                try:
+                    yield line, json.loads(text)
+                except json.JSONDecodeError as error:
+                    raise _fail(path, line, f"not valid JSON ({error.msg})") from None
+
+
+def _field(record: dict, key: str, path: Path, line: int):
+    if key not in record:
+        raise _fail(path, line, f"missing field {key!r}; found {sorted(record)}")
+    return record[key]
+
+
+def _choice_index(raw, n_choices: int, path: Path, line: int, first: int = 0) -> int:
+    try:
+        index = int(raw) - first
+    except (TypeError, ValueError):
+        raise _fail(path, line, f"label {raw!r} is not a choice number") from None
+    if not 0 <= index < n_choices:
+        raise _fail(path, line, f"label {raw!r} is outside the {n_choices} choices")
+    return index
+
+
+def _read_copa_jsonl(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
+    examples = []
+    for line, r in _read_jsonl(path):
+        choices = [_field(r, "choice1", path, line), _field(r, "choice2", path, line)]
+        examples.append({
+            "context": _field(r, "premise", path, line),
+            # COPA asks for the cause or the effect of the premise.
+            "question": _field(r, "question", path, line),
+            "choices": choices,
+            "label": _choice_index(_field(r, "label", path, line), len(choices), path, line),
+            "lang": lang,
+        })
+    return examples
+
+
+def _read_siqa_jsonl(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
+    examples = []
+    for line, r in _read_jsonl(path):
+        choices = [_field(r, f"answer{letter}", path, line) for letter in "ABC"]
+        correct = _field(r, "correct", path, line)
+        if correct not in ("A", "B", "C"):
+            raise _fail(path, line, f"label {correct!r} is not one of A, B, C")
+        examples.append({"context": _field(r, "context", path, line), "question": _field(r, "question", path, line),
+                          "choices": choices, "label": "ABC".index(correct), "lang": lang})
+    return examples
+
+
+def _read_commonsenseqa_jsonl(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
+    examples = []
+    for line, r in _read_jsonl(path):
+        choices = _field(r, "choices", path, line)
+        key = _field(r, "answerKey", path, line)
+        if key not in choices["label"]:
+            raise _fail(path, line, f"answerKey {key!r} is not one of {choices['label']}")
+        examples.append({"context": "", "question": _field(r, "question", path, line), "choices": list(choices["text"]),
+                         "label": choices["label"].index(key), "lang": lang})
+    return examples
+
+
+def _read_cosmosqa_csv(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
+    answers = tuple(f"answer{i}" for i in range(4))
+    return [
+        {"context": r["context"], "question": r["question"], "choices": [r[a] for a in answers],
+         "label": _choice_index(r["label"], 4, path, line), "lang": lang}
+        for line, r in _read_csv_records(path, ("context", "question", *answers, "label"))
+    ]
+
+
+def _read_squad_json(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
+    try:
+        articles = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise _fail(path, error.lineno, f"not valid JSON ({error.msg})") from None
+    articles = articles["data"] if isinstance(articles, dict) else articles
+    examples = []
+    for article in articles:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                answers = qa.get("answers", [])
+                if not answers or not any(answer["text"] for answer in answers):
+                    raise _unlabeled(path, f"question {qa['id']} has no answer text")
+                examples.append({
+                    "id": qa["id"], "context": paragraph["context"], "question": qa["question"],
+                    "answers": {"text": [a["text"] for a in answers], "answer_start": [a["answer_start"] for a in answers]},
+                    "lang": lang,
+                })
+    return examples
+
+
+READERS: dict[str, Callable[[Path, TaskSpec, str], list[Example]]] = {
+    "tsv_pair": _read_tsv_pair,
+    "anli_csv": _read_anli_csv,
+    "sst2_tsv": _read_sst2_tsv,
+    "conll": _read_conll,
+    "copa_jsonl": _read_copa_jsonl,
+    "siqa_jsonl": _read_siqa_jsonl,
+    "commonsenseqa_jsonl": _read_commonsenseqa_jsonl,
+    "cosmosqa_csv": _read_cosmosqa_csv,
+    "squad_json": _read_squad_json,
+}
+
+
+def _local_paths(spec: TaskSpec, split: str, lang: str, root: Path) -> list[Path]:
+    return [root / pattern.format(lang=lang) for pattern in spec.files.get(split, ())]
+
+
+def _from_hub(spec: TaskSpec, split: str, lang: str) -> list[Example]:
+    """The Hugging Face `datasets` path for users online; raises with the reason when it is unreachable."""
+    if spec.hf_dataset is None or split not in spec.hf_splits:
+        raise LookupError(f"no Hugging Face dataset is registered for {spec.name} {split}")
+    import datasets  # imported here: offline users never pay for it
+
+    dataset_id, config = spec.hf_dataset
+    hub_split = spec.hf_splits[split]
+    rows = datasets.load_dataset(dataset_id, config.format(lang=lang) if config else None, split=hub_split)
+    convert = HUB_CONVERTERS.get(spec.file_format)
+    if convert is None:
+        raise LookupError(f"no converter from the Hub's {dataset_id} rows to {spec.task_type.value} examples")
+    source = Path(f"hf://{dataset_id}/{config or ''}/{hub_split}")
+    return [convert(row, spec, lang, source, index) for index, row in enumerate(rows, start=1)]
+
+
+def _hub_pair(row: dict, spec: TaskSpec, lang: str, source: Path, index: int) -> Example:
+    text_a, text_b = next((row[a], row[b]) for a, b in (("premise", "hypothesis"), ("sentence1", "sentence2"),
+                                                         ("question1", "question2")) if a in row)
+    return {"text_a": text_a, "text_b": text_b, "label": _label(spec, spec.labels[row["label"]], source, index), "lang": lang}
+
+
+def _hub_single(row: dict, spec: TaskSpec, lang: str, source: Path, index: int) -> Example:
+    return {"text_a": row["sentence"], "label": _label(spec, spec.labels[row["label"]], source, index), "lang": lang}
+
+
+def _hub_tags(row: dict, spec: TaskSpec, lang: str, source: Path, index: int) -> Example:
+    return {"tokens": list(row["tokens"]), "tags": [spec.labels[tag] for tag in row["ner_tags"]], "lang": lang}
+
+
+def _hub_squad(row: dict, spec: TaskSpec, lang: str, source: Path, index: int) -> Example:
+    answers = {"text": list(row["answers"]["text"]), "answer_start": list(row["answers"]["answer_start"])}
+    return {"id": row["id"], "context": row["context"], "question": row["question"], "answers": answers, "lang": lang}
+
+
+HUB_CONVERTERS = {
+    "tsv_pair": _hub_pair,
+    "anli_csv": _hub_pair,
+    "sst2_tsv": _hub_single,
+    "conll": _hub_tags,
+    "squad_json": _hub_squad,
+}
+
+
+def load_split(spec: TaskSpec, split: str, lang: str, root: Path | None = None) -> list[Example]:
+    """All labeled examples of one split in one language: local files first, then the Hub.
+
+    A split whose labels XTREME blanks is never read from the XTREME layout; only the Hub (which keeps the labels
+    for some tasks) can serve it.
+    """
+    spec.check_lang(lang)
+    root = root or data_root()
+    paths = _local_paths(spec, split, lang, root)
+    if split not in spec.withheld_label_splits and paths and all(path.is_file() for path in paths):
+        reader = READERS.get(spec.file_format)
+        if reader is None:
+            raise XstiltsInputError(f"task {spec.name!r} ({spec.file_format} files) has no example reader")
+        return [example for path in paths for example in reader(path, spec, lang)]
+    try:
+        return _from_hub(spec, split, lang)
+    except Exception as error:  # any Hub failure ends in the one message below, with its reason
+        raise XstiltsInputError(_missing_message(spec, split, lang, paths, root, error)) from None
+
+
+def _missing_message(spec: TaskSpec, split: str, lang: str, paths: list[Path], root: Path, error: Exception) -> str:
+    if split in spec.withheld_label_splits:
+        local = f"the XTREME layout withholds {spec.name} {split} labels, so local files are never scored"
+    elif paths:
+        missing = [str(path) for path in paths if not path.is_file()]
+        local = f"missing data file(s): {', '.join(missing)} (data root {root}; set {DATA_ROOT_ENV} to change it)"
+    else:
+        local = f"the XTREME layout has no {split} split for {spec.name}"
+    alternative = ", or use --protocol dev-split" if spec.dev_split else ""
+    return (f"cannot load {spec.name} {split} [{lang}]: {local}; the Hugging Face dataset path failed too "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Obtain the file with "
+            f"google-research/xtreme scripts/download_data.sh or go online{alternative}.")
+
+
+@dataclass(frozen=True)
+class DevSplitCut:
+    """Where the dev-split protocol cut one task's dev pool: [0, train) trains, [train, select) selects, rest evaluates."""
+
+    train_end: int
+    select_end: int
+    pool_size: int
+
+    def describe(self) -> dict[str, str]:
+        return {"protocol_train_items": f"0-{self.train_end - 1}",
+                "protocol_select_items": f"{self.train_end}-{self.select_end - 1}",
+                "protocol_eval_items": f"{self.select_end}-{self.pool_size - 1}"}
+
+
+def _next_group_start(examples: list[Example], index: int) -> int:
+    while 0 < index < len(examples) and examples[index]["text_a"] == examples[index - 1]["text_a"]:
+        index += 1
+    return index
+
+
+def cut_dev_pool(pool: list[Example], dev_split: DevSplit) -> DevSplitCut:
+    """Cut an English dev pool for the dev-split protocol (see `DevSplit`)."""
+    train_end, select_end = dev_split.train, dev_split.train + dev_split.select
+    if dev_split.group_by_first_field:
+        train_end = _next_group_start(pool, train_end)
+        select_end = _next_group_start(pool, max(select_end, train_end + 1))
+    if select_end >= len(pool):
+        raise XstiltsInputError(
+            f"the dev pool has {len(pool)} items, too few for {dev_split.train} train + {dev_split.select} select items"
+        )
+    return DevSplitCut(train_end, select_end, len(pool))
+
+
+def _dev_split_of(spec: TaskSpec) -> DevSplit:
+    if spec.dev_split is None:
+        raise XstiltsInputError(f"task {spec.name!r} has no dev-split protocol; use --protocol standard")
+    return spec.dev_split
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Training and selection examples, both in the training language, and how they were obtained."""
+
+    train: list[Example]
+    select: list[Example]
+    params: dict[str, str]
+
+
+def training_data(spec: TaskSpec, protocol: str, lang: str, root: Path | None = None) -> TrainingData:
+    """English (or `lang`) training and selection examples of `spec` under `protocol`.
+
+    Standard: the English train split of the task's training sources (the task itself when it has none), and the
+    task's own dev split in `lang` for selection. Dev-split: cuts of the task's `lang` dev pool.
+    """
+    if protocol == "dev-split":
+        pool = load_split(spec, "dev", lang, root)
+        cut = cut_dev_pool(pool, _dev_split_of(spec))
+        return TrainingData(pool[: cut.train_end], pool[cut.train_end: cut.select_end],
+                            {"data_protocol": protocol, **cut.describe()})
+    sources = [get_task(name) for name in spec.train_sources] if spec.train_sources else [spec]
+    train = [example for source in sources for example in load_split(source, "train", lang, root)]
+    return TrainingData(train, load_split(spec, "dev", lang, root), {"data_protocol": protocol})
+
+
+def evaluation_data(spec: TaskSpec, protocol: str, lang: str, root: Path | None = None) -> list[Example]:
+    """The labeled examples a zero-shot evaluation scores in `lang` under `protocol`."""
+    if protocol == "standard":
+        return load_split(spec, "test", lang, root)
+    english_pool = load_split(spec, "dev", ZERO_SHOT_SOURCE_LANG, root)
+    cut = cut_dev_pool(english_pool, _dev_split_of(spec))
+    pool = english_pool if lang == ZERO_SHOT_SOURCE_LANG else load_split(spec, "dev", lang, root)
+    if len(pool) != cut.pool_size:
+        raise XstiltsInputError(
+            f"{spec.name} dev [{lang}] has {len(pool)} items but dev [en] has {cut.pool_size}: the dev-split protocol "
+            "needs line-aligned translations"
+        )
+    return pool[cut.select_end:]
+
+
+def resolve_protocol(spec: TaskSpec, protocol: str) -> str:
+    """`auto` means dev-split where the registry defines one (no English training set offline), else standard."""
+    if protocol == "auto":
+        return "dev-split" if spec.dev_split else "standard"
+    if protocol not in PROTOCOLS:
+        raise XstiltsInputError(f"unknown protocol {protocol!r}; expected auto or one of: {', '.join(PROTOCOLS)}")
+    return protocol

@@ -1,0 +1,48 @@
+"""Zero-shot evaluation: predictions per language, scored with the task type's benchmark metric."""
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from transformers import DataCollatorWithPadding
+
+from components.data import Example
+from components.tasks import TaskSpec
+from components.task_types import handler_for
+
+
+@dataclass
+class LanguageResult:
+    metrics: dict[str, float]
+    prediction_file: str
+    n_examples: int
+
+
+def predict_logits(model: torch.nn.Module, features: list[dict], collator, batch_size: int) -> np.ndarray:
+    """Logits in input order; batches are formed over length-sorted inputs so each pads only to its own longest."""
+    order = sorted(range(len(features)), key=lambda index: len(features[index]["input_ids"]))
+    outputs = [None] * len(features)
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch_indices = order[start: start + batch_size]
+            batch = collator([{k: v for k, v in features[i].items() if k != "labels"} for i in batch_indices])
+            logits = model(**batch).logits.float().numpy()
+            for index, row in zip(batch_indices, logits):
+                outputs[index] = row
+    return np.stack(outputs)
+
+
+def evaluate_language(spec: TaskSpec, model: torch.nn.Module, tokenizer, examples: Sequence[Example],
+                      labels: Sequence[str], max_length: int, batch_size: int) -> LanguageResult:
+    """Scores one language's examples with the benchmark metric of the task."""
+    handler = handler_for(spec)
+    features = handler.encode(examples, tokenizer, max_length, labels)
+    logits = predict_logits(model, features, DataCollatorWithPadding(tokenizer), batch_size)
+    predictions = handler.decode(logits, labels)
+    return LanguageResult(
+        metrics=handler.score(handler.gold(examples), predictions),
+        prediction_file=handler.prediction_file(predictions),
+        n_examples=len(examples),
+    )

@@ -1,0 +1,21 @@
+"""Where data and caches live. Environment variables win; defaults suit a checkout beside ../shared."""
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+DATA_ROOT_ENV = "XSTILTS_DATA_ROOT"
+CACHE_DIR_ENV = "XSTILTS_CACHE_DIR"
+
+
+def data_root() -> Path:
+    """The bundle root holding `xtreme/download/` and `english/` (default: ../shared/data)."""
+    configured = os.environ.get(DATA_ROOT_ENV)
+    return Path(configured) if configured else PROJECT_ROOT.parent / "shared" / "data"
+
+
+def cache_dir() -> Path:
+    """Where converted models are built; outside git (default: ~/.cache/xstilts)."""
+    configured = os.environ.get(CACHE_DIR_ENV)
+    return Path(configured) if configured else Path.home() / ".cache" / "xstilts"

@@ -1,0 +1,311 @@
+"""The task registry: one frozen spec per task, in one place.
+
+Facts follow ../shared/docs/benchmarks.md (XTREME `evaluate.py`, XTREME-R additions, jiant's X-STILTs guide).
+Paths are relative to the data root and follow the layout google-research/xtreme's download script leaves;
+`{lang}` is substituted. Code is keyed by `TaskType`; a spec only holds data.
+"""
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from components.errors import XstiltsInputError
+
+
+class TaskType(str, Enum):
+    PAIR_CLASSIFICATION = "pair_classification"
+    SINGLE_CLASSIFICATION = "single_classification"
+    MULTIPLE_CHOICE = "multiple_choice"
+    TOKEN_CLASSIFICATION = "token_classification"
+    EXTRACTIVE_QA = "extractive_qa"
+    RETRIEVAL = "retrieval"  # evaluated straight from an encoder, no task training (Tatoeba, BUCC)
+    DUAL_ENCODER_RETRIEVAL = "dual_encoder_retrieval"  # trained on English question/answer pairs (LAReQA, Mewsli-X)
+
+
+@dataclass(frozen=True)
+class DevSplit:
+    """The "dev-split" protocol for a task whose English training set is not available offline.
+
+    The labeled English dev pool is cut in order: the first `train` items train, the next `select` items are the
+    English dev set used for checkpoint selection, and the rest is evaluated in every language. XNLI and PAWS-X dev
+    files are line-aligned translations, so no evaluated item is seen in any language during training. With
+    `group_by_first_field`, cuts move forward to the next change of the first text field (XNLI lists three
+    hypotheses per premise, and a premise must not straddle train and evaluation).
+    """
+
+    train: int
+    select: int
+    group_by_first_field: bool = False
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything xstilts knows about one task.
+
+    Attributes:
+        name: XTREME-style id (`xnli`, `panx`, ...).
+        task_type: selects preprocessing, head, decoding and metric code.
+        metrics: metric names on a 0-100 scale; the first is the headline metric used for selection.
+        langs: evaluation languages (XTREME-R lists where the task is in XTREME-R), `en` included where scored.
+        files: split -> path pattern(s) under the data root; several patterns are concatenated in order.
+        file_format: key of the reader in `components.data`.
+        labels: the closed label set of classification and tagging tasks, in head order.
+        label_aliases: spellings in the files mapped to `labels` (ANLI writes `e`/`n`/`c`).
+        train_sources: tasks whose English train split trains this task, in order (XNLI trains on MNLI;
+            XCOPA on SIQA, then COPA). Empty when the task trains on its own English train split;
+            None for tasks evaluated without task training.
+        withheld_label_splits: splits whose labels the benchmark blanks in the XTREME layout: refused, never scored.
+        dev_split: the offline protocol when no English train split is available.
+        hf_dataset: (dataset id, config pattern) for the Hugging Face `datasets` fallback; `{lang}` is substituted.
+        hf_splits: our split name -> the Hub dataset's split name.
+        xtreme_group / xtreme_r_group: the benchmark group used by analysis; None where the task is not in it.
+    """
+
+    name: str
+    task_type: TaskType
+    metrics: tuple[str, ...]
+    langs: tuple[str, ...]
+    files: dict[str, tuple[str, ...]]
+    file_format: str
+    labels: tuple[str, ...] = ()
+    label_aliases: dict[str, str] = field(default_factory=dict)
+    train_sources: tuple[str, ...] | None = ()
+    withheld_label_splits: tuple[str, ...] = ()
+    dev_split: DevSplit | None = None
+    hf_dataset: tuple[str, str | None] | None = None
+    hf_splits: dict[str, str] = field(default_factory=dict)
+    xtreme_group: str | None = None
+    xtreme_r_group: str | None = None
+
+    @property
+    def headline_metric(self) -> str:
+        return self.metrics[0]
+
+    def check_lang(self, lang: str) -> None:
+        if lang not in self.langs:
+            raise XstiltsInputError(
+                f"unknown language {lang!r} for task {self.name!r}; expected one of: {', '.join(self.langs)}"
+            )
+
+
+def _langs(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+NLI_LABELS = ("entailment", "neutral", "contradiction")
+PANX_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
+UPOS_LABELS = (
+    "ADJ ADP ADV AUX CCONJ DET INTJ NOUN NUM PART PRON PROPN PUNCT SCONJ SYM VERB X".split()
+)
+XD = "xtreme/download"
+
+_XTREME_PANX = _langs(
+    "ar he vi id jv ms tl eu ml ta te af nl en de el bn hi mr ur fa fr it pt es bg ru ja ka ko th sw yo my zh kk tr et fi hu"
+)
+_XTREME_UDPOS = _langs(
+    "af ar bg de el en es et eu fa fi fr he hi hu id it ja kk ko mr nl pt ru ta te th tl tr ur vi yo zh"
+)
+_XTREME_TATOEBA = _langs(
+    "ar he vi id jv tl eu ml ta te af nl de el bn hi mr ur fa fr it pt es bg ru ja ka ko th sw zh kk tr et fi hu"
+)
+
+_SPECS = (
+    # XTREME-R tasks (and XTREME's).
+    TaskSpec(
+        name="xnli", task_type=TaskType.PAIR_CLASSIFICATION, metrics=("accuracy",),
+        langs=_langs("ar bg de el en es fr hi ru sw th tr ur vi zh"),
+        files={"dev": (f"{XD}/xnli/dev-{{lang}}.tsv",), "test": (f"{XD}/xnli/test-{{lang}}.tsv",)},
+        file_format="tsv_pair", labels=NLI_LABELS, label_aliases={"contradictory": "contradiction"},
+        train_sources=("mnli",), withheld_label_splits=("test",),
+        dev_split=DevSplit(train=1800, select=198, group_by_first_field=True),
+        hf_dataset=("facebook/xnli", "{lang}"), hf_splits={"dev": "validation", "test": "test"},
+        xtreme_group="classification", xtreme_r_group="classification",
+    ),
+    TaskSpec(
+        name="xcopa", task_type=TaskType.MULTIPLE_CHOICE, metrics=("accuracy",),
+        langs=_langs("et ht id it qu sw ta th tr vi zh"),
+        files={"dev": (f"{XD}/xcopa/val-{{lang}}.jsonl",), "test": (f"{XD}/xcopa/test-{{lang}}.jsonl",)},
+        file_format="copa_jsonl", train_sources=("siqa", "copa"),
+        hf_dataset=("cambridgeltl/xcopa", "{lang}"), hf_splits={"dev": "validation", "test": "test"},
+        xtreme_r_group="classification",
+    ),
+    TaskSpec(
+        name="udpos", task_type=TaskType.TOKEN_CLASSIFICATION, metrics=("f1", "token_accuracy"),
+        langs=tuple(sorted(_XTREME_UDPOS + _langs("lt pl uk wo ro"))),
+        files={split: (f"{XD}/udpos/{split}-{{lang}}.tsv",) for split in ("train", "dev", "test")},
+        file_format="conll", labels=UPOS_LABELS,
+        xtreme_group="tagging", xtreme_r_group="tagging",
+    ),
+    TaskSpec(
+        name="panx", task_type=TaskType.TOKEN_CLASSIFICATION, metrics=("f1",),
+        langs=tuple(sorted(_XTREME_PANX + _langs("qu pl uk az lt pa gu ro"))),
+        files={split: (f"{XD}/panx/{split}-{{lang}}.tsv",) for split in ("train", "dev", "test")},
+        file_format="conll", labels=PANX_LABELS, withheld_label_splits=("test",),
+        hf_dataset=("unimelb-nlp/wikiann", "{lang}"), hf_splits={"train": "train", "dev": "validation", "test": "test"},
+        xtreme_group="tagging", xtreme_r_group="tagging",
+    ),
+    TaskSpec(
+        name="xquad", task_type=TaskType.EXTRACTIVE_QA, metrics=("f1", "exact_match"),
+        langs=_langs("ar de el en es hi ro ru th tr vi zh"),
+        files={"test": (f"{XD}/xquad/xquad.{{lang}}.json",)}, file_format="squad_json",
+        train_sources=("squad",), hf_dataset=("google/xquad", "xquad.{lang}"), hf_splits={"test": "validation"},
+        xtreme_group="qa", xtreme_r_group="qa",
+    ),
+    TaskSpec(
+        name="mlqa", task_type=TaskType.EXTRACTIVE_QA, metrics=("f1", "exact_match"),
+        langs=_langs("ar de en es hi vi zh"),
+        files={
+            "dev": (f"{XD}/mlqa/MLQA_V1/dev/dev-context-{{lang}}-question-{{lang}}.json",),
+            "test": (f"{XD}/mlqa/MLQA_V1/test/test-context-{{lang}}-question-{{lang}}.json",),
+        },
+        file_format="squad_json", train_sources=("squad",), withheld_label_splits=("test",),
+        hf_dataset=("facebook/mlqa", "mlqa.{lang}.{lang}"), hf_splits={"dev": "validation", "test": "test"},
+        xtreme_group="qa", xtreme_r_group="qa",
+    ),
+    TaskSpec(
+        name="tydiqa", task_type=TaskType.EXTRACTIVE_QA, metrics=("f1", "exact_match"),
+        langs=_langs("ar bn en fi id ko ru sw te"),
+        files={
+            "train": (f"{XD}/tydiqa/tydiqa-goldp-v1.1-train/tydiqa.goldp.{{lang}}.train.json",),
+            "dev": (f"{XD}/tydiqa/tydiqa-goldp-v1.1-dev/tydiqa.goldp.{{lang}}.dev.json",),
+        },
+        file_format="squad_json", withheld_label_splits=("dev",),
+        hf_dataset=("google-research-datasets/tydiqa", "secondary_task"),
+        hf_splits={"train": "train", "dev": "validation"},
+        xtreme_group="qa", xtreme_r_group="qa",
+    ),
+    TaskSpec(
+        name="mewslix", task_type=TaskType.DUAL_ENCODER_RETRIEVAL, metrics=("map_at_20",),
+        langs=_langs("ar de en es fa ja pl ro ta tr uk"),
+        files={
+            "train": (f"{XD}/mewslix/wikipedia_pairs-train.jsonl",),
+            "dev": (f"{XD}/mewslix/wikinews_mentions-dev.jsonl",),
+            "test": (f"{XD}/mewslix/wikinews_mentions-test.jsonl",),
+        },
+        file_format="mewslix_jsonl", xtreme_r_group="retrieval",
+    ),
+    TaskSpec(
+        name="lareqa", task_type=TaskType.DUAL_ENCODER_RETRIEVAL, metrics=("map_at_20",),
+        langs=_langs("ar de el en es hi ru th tr vi zh"),
+        files={"test": (f"{XD}/lareqa/xquad-r/{{lang}}.json",)}, file_format="xquad_r_json",
+        train_sources=("squad",), xtreme_r_group="retrieval",
+    ),
+    TaskSpec(
+        name="tatoeba", task_type=TaskType.RETRIEVAL, metrics=("accuracy",),
+        langs=tuple(sorted(_XTREME_TATOEBA + _langs("az lt pl uk ro"))),
+        files={"test": (f"{XD}/tatoeba/{{lang}}-en.{{lang}}", f"{XD}/tatoeba/{{lang}}-en.en")},
+        file_format="aligned_text", train_sources=None,
+        xtreme_group="retrieval", xtreme_r_group="retrieval",
+    ),
+    # XTREME tasks that XTREME-R dropped.
+    TaskSpec(
+        name="pawsx", task_type=TaskType.PAIR_CLASSIFICATION, metrics=("accuracy",),
+        langs=_langs("de en es fr ja ko zh"),
+        files={
+            "train": (f"{XD}/pawsx/train-{{lang}}.tsv",),
+            "dev": (f"{XD}/pawsx/dev-{{lang}}.tsv",),
+            "test": (f"{XD}/pawsx/test-{{lang}}.tsv",),
+        },
+        # No dev-split protocol: PAWS-X dev lines are aligned across languages (labels agree on 98.4-99.9% of lines),
+        # but PAWS builds several pairs from one sentence: 164 of the last 300 English dev items share a sentence
+        # with the first 1,500, so a cut of the dev file would leak evaluation text into training.
+        file_format="tsv_pair", labels=("0", "1"), withheld_label_splits=("test",),
+        hf_dataset=("google-research-datasets/paws-x", "{lang}"),
+        hf_splits={"train": "train", "dev": "validation", "test": "test"},
+        xtreme_group="classification",
+    ),
+    TaskSpec(
+        name="bucc2018", task_type=TaskType.RETRIEVAL, metrics=("f1", "precision", "recall"),
+        langs=_langs("de fr ru zh"),
+        files={
+            split: (f"{XD}/bucc2018/{{lang}}-en.{split}.{{lang}}", f"{XD}/bucc2018/{{lang}}-en.{split}.en",
+                    f"{XD}/bucc2018/{{lang}}-en.{split}.gold")
+            for split in ("dev", "test")
+        },
+        file_format="bucc", train_sources=None, withheld_label_splits=("test",), xtreme_group="retrieval",
+    ),
+    # English intermediate tasks of the reference study.
+    TaskSpec(
+        name="mnli", task_type=TaskType.PAIR_CLASSIFICATION, metrics=("accuracy",), langs=("en",),
+        files={"train": (f"{XD}/xnli/train-en.tsv",)}, file_format="tsv_pair", labels=NLI_LABELS,
+        label_aliases={"contradictory": "contradiction"},
+        hf_dataset=("nyu-mll/multi_nli", None), hf_splits={"train": "train", "dev": "validation_matched"},
+    ),
+    TaskSpec(
+        name="anli", task_type=TaskType.PAIR_CLASSIFICATION, metrics=("accuracy",), langs=("en",),
+        files={"dev": tuple(f"english/anli/ANLI_analysis_r{r}_dev.csv" for r in (1, 2, 3))},
+        file_format="anli_csv", labels=NLI_LABELS,
+        label_aliases={"e": "entailment", "n": "neutral", "c": "contradiction"},
+        dev_split=DevSplit(train=2700, select=400),
+        hf_dataset=("facebook/anli", None), hf_splits={"train": "train_r1", "dev": "dev_r1"},
+    ),
+    TaskSpec(
+        name="qqp", task_type=TaskType.PAIR_CLASSIFICATION, metrics=("accuracy",), langs=("en",),
+        files={}, file_format="tsv_pair", labels=("0", "1"),
+        hf_dataset=("nyu-mll/glue", "qqp"), hf_splits={"train": "train", "dev": "validation"},
+    ),
+    TaskSpec(
+        name="sst2", task_type=TaskType.SINGLE_CLASSIFICATION, metrics=("accuracy",), langs=("en",),
+        # The bundle's re-split of GLUE SST-2: train + dev = GLUE train, test = GLUE dev (labeled).
+        files={split: (f"english/sst2/{split}.tsv",) for split in ("train", "dev", "test")},
+        file_format="sst2_tsv", labels=("0", "1"),
+        hf_dataset=("nyu-mll/glue", "sst2"), hf_splits={"train": "train", "dev": "validation"},
+    ),
+    TaskSpec(
+        name="squad", task_type=TaskType.EXTRACTIVE_QA, metrics=("f1", "exact_match"), langs=("en",),
+        files={"train": (f"{XD}/squad/train-v1.1.json",), "dev": (f"{XD}/squad/dev-v1.1.json",)},
+        file_format="squad_json", hf_dataset=("rajpurkar/squad", None),
+        hf_splits={"train": "train", "dev": "validation"},
+    ),
+    TaskSpec(
+        name="squad_v2", task_type=TaskType.EXTRACTIVE_QA, metrics=("f1", "exact_match"), langs=("en",),
+        files={}, file_format="squad_json", hf_dataset=("rajpurkar/squad_v2", None),
+        hf_splits={"train": "train", "dev": "validation"},
+    ),
+    TaskSpec(
+        name="hellaswag", task_type=TaskType.MULTIPLE_CHOICE, metrics=("accuracy",), langs=("en",),
+        files={}, file_format="hellaswag_jsonl", hf_dataset=("Rowan/hellaswag", None),
+        hf_splits={"train": "train", "dev": "validation"},
+    ),
+    TaskSpec(
+        name="commonsenseqa", task_type=TaskType.MULTIPLE_CHOICE, metrics=("accuracy",), langs=("en",),
+        files={"dev": ("english/commonsenseqa/dev_rand_split.jsonl",)}, file_format="commonsenseqa_jsonl",
+        dev_split=DevSplit(train=1000, select=221),
+        hf_dataset=("tau/commonsense_qa", None), hf_splits={"train": "train", "dev": "validation"},
+    ),
+    TaskSpec(
+        name="cosmosqa", task_type=TaskType.MULTIPLE_CHOICE, metrics=("accuracy",), langs=("en",),
+        files={"dev": ("english/cosmosqa/valid.csv",)}, file_format="cosmosqa_csv",
+        dev_split=DevSplit(train=2500, select=485),
+        hf_dataset=("allenai/cosmos_qa", None), hf_splits={"train": "train", "dev": "validation"},
+    ),
+    TaskSpec(
+        name="siqa", task_type=TaskType.MULTIPLE_CHOICE, metrics=("accuracy",), langs=("en",),
+        files={
+            "train": (f"{XD}/siqa/socialIQa_v1.4_trn.jsonl",),
+            "dev": (f"{XD}/siqa/socialIQa_v1.4_dev.jsonl",),
+            "test": (f"{XD}/siqa/socialIQa_v1.4_tst.jsonl",),
+        },
+        file_format="siqa_jsonl", dev_split=DevSplit(train=1700, select=254),
+        hf_dataset=("allenai/social_i_qa", None), hf_splits={"train": "train", "dev": "validation"},
+    ),
+    TaskSpec(
+        name="copa", task_type=TaskType.MULTIPLE_CHOICE, metrics=("accuracy",), langs=("en",),
+        files={"train": (f"{XD}/xcopa/train-en.jsonl",), "dev": (f"{XD}/xcopa/val-en.jsonl",)},
+        file_format="copa_jsonl", hf_dataset=("super_glue", "copa"), hf_splits={"train": "train", "dev": "validation"},
+    ),
+    TaskSpec(
+        name="ccg", task_type=TaskType.TOKEN_CLASSIFICATION, metrics=("accuracy",), langs=("en",),
+        # CCGbank is LDC-licensed: users point the data root at their own copy in CoNLL layout.
+        files={split: (f"english/ccg/{split}.tsv",) for split in ("train", "dev", "test")}, file_format="conll",
+    ),
+)
+
+TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in _SPECS}
+
+
+def get_task(name: str) -> TaskSpec:
+    """The spec of task `name`, or one clear error listing the known tasks."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise XstiltsInputError(f"unknown task {name!r}; expected one of: {', '.join(sorted(TASKS))}") from None

@@ -1,0 +1,108 @@
+"""The only module of `components/` that talks to MLflow: runs, params, metric keys and artifact hand-offs.
+
+Metric keys: `<split>/<task>/<lang>/<metric>` (e.g. `eval/xnli/de/accuracy`, `select/xnli/en/accuracy`), plus
+`train/*` curves and `peak_rss_mb`. Artifacts: `model/` (a Hugging Face folder), `predictions/<task>/test-<lang>.<ext>`.
+"""
+
+import os
+import resource
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import mlflow
+from mlflow.tracking import MlflowClient
+from transformers import TrainerCallback
+
+from components.errors import XstiltsInputError
+from components.settings import PROJECT_ROOT
+
+MODEL_ARTIFACT = "model"
+PREDICTIONS_ARTIFACT = "predictions"
+TAG_PREFIX = "xlt."
+
+
+def default_tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI` when set (a server), else the project's local SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+
+
+@contextmanager
+def phase_run(phase: str, params: dict, tags: dict | None = None) -> Iterator[str]:
+    """One MLflow run for one phase invocation; yields its id.
+
+    Under `mlflow run` this attaches to the project's run (MLFLOW_RUN_ID), so the Trainer cannot end it. Any
+    exception ends the run FAILED before it propagates, so no run is left RUNNING.
+    """
+    mlflow.set_tracking_uri(default_tracking_uri())
+    with mlflow.start_run() as run:
+        mlflow.set_tags({f"{TAG_PREFIX}phase": phase, **{f"{TAG_PREFIX}{k}": v for k, v in (tags or {}).items()}})
+        log_params(params)
+        yield run.info.run_id
+        mlflow.log_metric("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def log_params(params: dict) -> None:
+    """Logs params not logged yet; `mlflow run` already logged its -P values as the strings given (`2e-5`), and
+    logging the same key again with another spelling (`2e-05`) would be refused."""
+    existing = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+    mlflow.log_params({key: str(value) for key, value in params.items() if key not in existing})
+
+
+def metric_key(split: str, task: str, lang: str, metric: str) -> str:
+    return f"{split}/{task}/{lang}/{metric}"
+
+
+def log_language_metrics(split: str, task: str, lang: str, metrics: dict[str, float], step: int | None = None) -> None:
+    mlflow.log_metrics({metric_key(split, task, lang, name): value for name, value in metrics.items()}, step=step)
+
+
+def log_dir(local_dir: Path, artifact_path: str) -> None:
+    mlflow.log_artifacts(str(local_dir), artifact_path=artifact_path)
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    mlflow.log_text(text, artifact_file)
+
+
+def finished_run(run_id: str, expected_phase: str):
+    """The FINISHED run `run_id` of phase `expected_phase`, or one clear error saying what is wrong with it."""
+    mlflow.set_tracking_uri(default_tracking_uri())
+    try:
+        run = MlflowClient().get_run(run_id)
+    except Exception:
+        raise XstiltsInputError(f"run {run_id!r} does not exist in the tracking store {default_tracking_uri()}") from None
+    phase = run.data.tags.get(f"{TAG_PREFIX}phase")
+    if phase != expected_phase:
+        raise XstiltsInputError(f"run {run_id} is a {phase!r} run; expected a {expected_phase!r} run")
+    if run.info.status != "FINISHED":
+        raise XstiltsInputError(f"run {run_id} is {run.info.status}; only FINISHED runs are handed on")
+    return run
+
+
+def download_model(run_id: str, expected_phase: str) -> Path:
+    """The `model/` artifact of a FINISHED upstream run, as a local folder."""
+    finished_run(run_id, expected_phase)
+    target = Path(tempfile.mkdtemp(prefix=f"xstilts-{run_id[:8]}-"))
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=MODEL_ARTIFACT, dst_path=str(target)))
+
+
+class MetricsCallback(TrainerCallback):
+    """Logs the Trainer's curves under our key scheme; the Trainer's own MLflow integration is off because it logs
+    ~200 params whose names can collide with ours and silently lose a whole batch."""
+
+    def __init__(self, task: str, select_lang: str):
+        self.task, self.select_lang = task, select_lang
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        metrics = {}
+        for key, value in (logs or {}).items():
+            if not isinstance(value, (int, float)):
+                continue
+            if key.startswith("eval_"):
+                metrics[metric_key("select", self.task, self.select_lang, key.removeprefix("eval_"))] = value
+            else:
+                metrics[f"train/{key}"] = value
+        if metrics:
+            mlflow.log_metrics(metrics, step=state.global_step)

@@ -1,0 +1,90 @@
+"""What every entry point shares: training options, the error boundary, and the phase runner."""
+
+import functools
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from components import tracking
+from components.data import ZERO_SHOT_SOURCE_LANG, resolve_protocol, training_data
+from components.errors import XstiltsInputError
+from components.models import load_tokenizer, resolve_model
+from components.tasks import get_task
+from components.training import TrainConfig, encoder_of, train
+
+DEFAULT_MODEL = "multilingual-e5-small"
+
+
+def entry_point(function):
+    """Bad input ends in one message on stderr and exit status 2 (the run, if any, is already FAILED)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except XstiltsInputError as error:
+            click.echo(f"xstilts: error: {error}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+_DEFAULTS = TrainConfig()
+TRAIN_OPTIONS = (
+    click.option("--model", "model_name", default=DEFAULT_MODEL, show_default=True,
+                 help="Registered model name or a local Hugging Face folder."),
+    click.option("--protocol", default="auto", show_default=True,
+                 help="standard | dev-split | auto (dev-split where the registry defines one)."),
+    click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True),
+    click.option("--epochs", type=float, default=_DEFAULTS.epochs, show_default=True),
+    click.option("--batch-size", type=int, default=_DEFAULTS.batch_size, show_default=True),
+    click.option("--max-length", type=int, default=_DEFAULTS.max_length, show_default=True),
+    click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True),
+    click.option("--max-train-examples", type=int, default=0, show_default=True, help="Cap on training examples; 0 = all."),
+    click.option("--early-stopping-patience", type=int, default=0, show_default=True),
+    click.option("--freeze-word-embeddings", type=bool, default=True, show_default=True),
+)
+
+
+def train_options(function):
+    for option in reversed(TRAIN_OPTIONS):
+        function = option(function)
+    return function
+
+
+def run_training_phase(phase: str, task: str, train_lang: str, init_run_id: str, model_name: str, protocol: str,
+                       hand_on_encoder_only: bool, **config_values) -> str:
+    """Trains `task` in `train_lang` from the base model or an upstream run's encoder; logs `model/`; returns run id."""
+    spec = get_task(task)
+    spec.check_lang(train_lang)
+    resolved = resolve_model(model_name)
+    config = TrainConfig(**config_values)
+    protocol = resolve_protocol(spec, protocol)
+    params = {"task": task, "source_lang": train_lang, "model": resolved.name, "method": "full",
+              "init_run_id": init_run_id, **config.as_params()}
+    with tracking.phase_run(phase, params, tags={"task": task}) as run_id:
+        if init_run_id:
+            upstream = tracking.finished_run(init_run_id, "intermediate")
+            tracking.log_params({"intermediate_task": upstream.data.params.get("task", ""),
+                                 "intermediate_source_lang": upstream.data.params.get("source_lang", "")})
+        else:
+            tracking.log_params({"intermediate_task": "none"})
+        init_path = str(tracking.download_model(init_run_id, "intermediate")) if init_run_id else resolved.location
+        tokenizer = load_tokenizer(resolved)
+        data = training_data(spec, protocol, train_lang)
+        tracking.log_params({**data.params, "n_train_examples": len(data.train), "n_select_examples": len(data.select)})
+        with tempfile.TemporaryDirectory(prefix=f"xstilts-{phase}-") as work_dir:
+            result = train(spec, init_path, tokenizer, data, train_lang, config, Path(work_dir) / "trainer",
+                           callbacks=[tracking.MetricsCallback(task, train_lang)])
+            tracking.log_language_metrics("select", task, train_lang, result.select_metrics)
+            tracking.log_params({"trainable_params": result.trainable_params, "total_params": result.total_params})
+            model_dir = Path(work_dir) / tracking.MODEL_ARTIFACT
+            (encoder_of(result.model) if hand_on_encoder_only else result.model).save_pretrained(model_dir)
+            tokenizer.save_pretrained(model_dir)
+            tracking.log_dir(model_dir, tracking.MODEL_ARTIFACT)
+    return run_id
+
+
+__all__ = ["ZERO_SHOT_SOURCE_LANG", "entry_point", "train_options", "run_training_phase"]

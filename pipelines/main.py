@@ -1,0 +1,60 @@
+"""`main`: runs a study config's phase chain, every phase a child run of one parent run.
+
+For now a study is one chain: `intermediate` (optional) -> `target` -> `evaluate`; each phase is launched as its
+MLproject entry point with the local env manager and hands on its run id. Reads: `--config` (YAML).
+"""
+
+from pathlib import Path
+
+import click
+import mlflow
+import yaml
+
+from components import tracking
+from components.errors import XstiltsInputError
+from components.settings import PROJECT_ROOT
+from pipelines.cli import entry_point
+
+PHASES = ("intermediate", "target", "evaluate")
+
+
+def read_chain(path: Path) -> dict[str, dict]:
+    """The phases of a config file, with clear errors for a missing file, bad YAML or unknown phases."""
+    if not path.is_file():
+        raise XstiltsInputError(f"config file {path} does not exist")
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise XstiltsInputError(f"{path}: not valid YAML ({error})") from None
+    chain = (config or {}).get("chain")
+    if not isinstance(chain, dict) or "target" not in chain:
+        raise XstiltsInputError(f"{path}: expected a `chain:` mapping with at least a `target:` phase")
+    unknown = sorted(set(chain) - set(PHASES))
+    if unknown:
+        raise XstiltsInputError(f"{path}: unknown phase(s) {', '.join(unknown)} under `chain:`; expected {PHASES}")
+    return {phase: dict(chain.get(phase) or {}) for phase in PHASES if phase in chain}
+
+
+def launch(entry: str, parameters: dict) -> str:
+    """Runs one entry point synchronously as a child of the active run; returns its run id."""
+    submitted = mlflow.projects.run(uri=str(PROJECT_ROOT), entry_point=entry, env_manager="local",
+                                    parameters={key: str(value) for key, value in parameters.items()},
+                                    experiment_id=mlflow.active_run().info.experiment_id, synchronous=True)
+    return submitted.run_id
+
+
+@click.command()
+@click.option("--config", "config_path", default=str(PROJECT_ROOT / "configs" / "demo.yaml"), show_default=True)
+@entry_point
+def main(config_path: str) -> None:
+    chain = read_chain(Path(config_path))
+    with tracking.phase_run("main", {"config": Path(config_path).name}):
+        tracking.log_text(Path(config_path).read_text(encoding="utf-8"), "config.yaml")
+        init_run_id = launch("intermediate", chain["intermediate"]) if "intermediate" in chain else ""
+        train_run_id = launch("target", {**chain["target"], "init_run_id": init_run_id})
+        evaluate_run_id = launch("evaluate", {**chain.get("evaluate", {}), "train_run_id": train_run_id})
+    click.echo(f"intermediate {init_run_id or '-'} -> target {train_run_id} -> evaluate {evaluate_run_id}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+import pytest
+
+from components.data import cut_dev_pool, evaluation_data, load_split, resolve_protocol, training_data
+from components.errors import XstiltsInputError
+from components.tasks import DevSplit, get_task
+
+XNLI = get_task("xnli")
+
+
+def write(root, relative, text):
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_reads_xnli_rows(tmp_path):
+    write(tmp_path, "xtreme/download/xnli/dev-de.tsv", "a\tb\tentailment\nc\td\tcontradiction\n")
+    assert load_split(XNLI, "dev", "de", tmp_path) == [
+        {"text_a": "a", "text_b": "b", "label": "entailment", "lang": "de"},
+        {"text_a": "c", "text_b": "d", "label": "contradiction", "lang": "de"},
+    ]
+
+
+def test_wrong_column_count_names_file_and_line(tmp_path):
+    path = write(tmp_path, "xtreme/download/xnli/dev-de.tsv", "a\tb\tneutral\nc\td\tneutral\textra\n")
+    with pytest.raises(XstiltsInputError, match=f"{path}:2: expected 3 tab-separated columns .* found 4"):
+        load_split(XNLI, "dev", "de", tmp_path)
+
+
+def test_label_outside_label_set(tmp_path):
+    path = write(tmp_path, "xtreme/download/xnli/dev-de.tsv", "a\tb\tneutral\nc\td\tmaybe\n")
+    with pytest.raises(XstiltsInputError, match=f"{path}:2: label 'maybe' is not in the label set of xnli"):
+        load_split(XNLI, "dev", "de", tmp_path)
+
+
+def test_unlabeled_split_is_refused(tmp_path):
+    path = write(tmp_path, "xtreme/download/xnli/dev-de.tsv", "a\tb\nc\td\n")
+    with pytest.raises(XstiltsInputError, match=f"{path}: unlabeled split"):
+        load_split(XNLI, "dev", "de", tmp_path)
+
+
+def test_withheld_test_labels_are_never_read_locally(tmp_path):
+    write(tmp_path, "xtreme/download/xnli/test-de.tsv", "a\tb\tneutral\n")
+    with pytest.raises(XstiltsInputError, match="withholds xnli test labels"):
+        load_split(XNLI, "test", "de", tmp_path)
+
+
+def test_missing_file_names_path_and_hub_failure(tmp_path):
+    with pytest.raises(XstiltsInputError) as error:
+        load_split(get_task("mnli"), "train", "en", tmp_path)
+    message = str(error.value)
+    assert str(tmp_path / "xtreme/download/xnli/train-en.tsv") in message
+    assert "nyu-mll/multi_nli" in message and "download_data.sh" in message
+
+
+def test_unknown_protocol():
+    with pytest.raises(XstiltsInputError, match="unknown protocol 'dev'"):
+        resolve_protocol(XNLI, "dev")
+    assert resolve_protocol(XNLI, "auto") == "dev-split"
+    assert resolve_protocol(get_task("panx"), "auto") == "standard"
+
+
+def test_dev_split_cut_moves_to_premise_boundaries():
+    pool = [{"text_a": premise} for premise in "AAABBBCCCDDD"]
+    cut = cut_dev_pool(pool, DevSplit(train=4, select=2, group_by_first_field=True))
+    # train ends after B (index 6), select must hold at least one group: C (6-8), evaluation D (9-11)
+    assert (cut.train_end, cut.select_end) == (6, 9)
+
+
+def test_xnli_dev_split_on_the_bundle_keeps_premises_apart():
+    lines = [line.split("\t") for line in _bundle_xnli_en().splitlines()]
+    data = training_data(XNLI, "dev-split", "en")
+    evaluated = evaluation_data(XNLI, "dev-split", "sw")
+    assert len(lines) == 2490
+    assert (len(data.train), len(data.select), len(evaluated)) == (1800, 198, 492)
+    train_premises = {row[0] for row in lines[:1800]}
+    assert not train_premises & {row[0] for row in lines[1998:]}
+    assert {example["lang"] for example in data.select} == {"en"}
+    assert [example["label"] for example in evaluated] == [row[2] for row in lines[1998:]]
+
+
+def _bundle_xnli_en():
+    from components.settings import data_root
+    return (data_root() / "xtreme/download/xnli/dev-en.tsv").read_text(encoding="utf-8")
+
+
+def test_dev_split_needs_aligned_languages(tmp_path):
+    write(tmp_path, "xtreme/download/xnli/dev-en.tsv", "".join(f"s{i}\tt{i}\tneutral\n" for i in range(2100)))
+    write(tmp_path, "xtreme/download/xnli/dev-de.tsv", "".join(f"s{i}\tt{i}\tneutral\n" for i in range(2099)))
+    with pytest.raises(XstiltsInputError, match="dev \\[de\\] has 2099 items but dev \\[en\\] has 2100"):
+        evaluation_data(XNLI, "dev-split", "de", tmp_path)
+
+
+def test_pawsx_has_no_dev_split_protocol():
+    with pytest.raises(XstiltsInputError, match="pawsx' has no dev-split protocol"):
+        training_data(get_task("pawsx"), "dev-split", "en")
+
+
+def test_anli_reader_maps_short_labels_and_checks_columns(tmp_path):
+    header = "context,statement,gold_label,uid\n"
+    write(tmp_path, "english/anli/ANLI_analysis_r1_dev.csv", header + 'p,"h, with comma",e,1\n')
+    write(tmp_path, "english/anli/ANLI_analysis_r2_dev.csv", header + "p2,h2,c,2\n")
+    path = write(tmp_path, "english/anli/ANLI_analysis_r3_dev.csv", header + "p3,h3,n,3,extra\n")
+    with pytest.raises(XstiltsInputError, match=f"{path}:2: expected 4 columns"):
+        load_split(get_task("anli"), "dev", "en", tmp_path)
+    write(tmp_path, "english/anli/ANLI_analysis_r3_dev.csv", header + "p3,h3,n,3\n")
+    assert [(e["text_b"], e["label"]) for e in load_split(get_task("anli"), "dev", "en", tmp_path)] == [
+        ("h, with comma", "entailment"), ("h2", "contradiction"), ("h3", "neutral")]
+
+
+def test_conll_reader_and_tag_check(tmp_path):
+    write(tmp_path, "xtreme/download/panx/dev-sw.tsv", "Juma\tB-PER\nalikuja\tO\n\nDar\tB-LOC\n")
+    assert load_split(get_task("panx"), "dev", "sw", tmp_path) == [
+        {"tokens": ["Juma", "alikuja"], "tags": ["B-PER", "O"], "lang": "sw"},
+        {"tokens": ["Dar"], "tags": ["B-LOC"], "lang": "sw"},
+    ]
+    path = write(tmp_path, "xtreme/download/panx/dev-yo.tsv", "Ade\tB-PERSON\n")
+    with pytest.raises(XstiltsInputError, match=f"{path}:1: label 'B-PERSON'"):
+        load_split(get_task("panx"), "dev", "yo", tmp_path)
