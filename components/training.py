@@ -14,6 +14,7 @@ from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
 
 from components.data import Example, TrainingData
 from components.errors import XstiltsInputError
+from components.models import ResolvedModel, load_pretrained
 from components.tasks import TaskSpec
 from components.task_types import handler_for
 
@@ -67,17 +68,17 @@ def _freeze_word_embeddings(model: torch.nn.Module) -> None:
     model.get_input_embeddings().weight.requires_grad_(False)
 
 
-def train(spec: TaskSpec, init_path: str, tokenizer, data: TrainingData, train_lang: str, config: TrainConfig,
+def train(spec: TaskSpec, init: ResolvedModel, tokenizer, data: TrainingData, train_lang: str, config: TrainConfig,
           output_dir: Path, callbacks: Sequence = ()) -> TrainResult:
-    """Fine-tunes `init_path` (with a fresh head) on `data.train`; returns the model of the best selection epoch."""
+    """Fine-tunes `init` (with a fresh head) on `data.train`; returns the model of the best selection epoch."""
     check_selection_language(data.select, train_lang)
     check_selection_language(data.train, train_lang)
     handler = handler_for(spec)
     labels = spec.labels
     train_examples = data.train[: config.max_train_examples] if config.max_train_examples else data.train
     torch.manual_seed(config.seed)
-    model = handler.auto_model.from_pretrained(
-        init_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+    model = load_pretrained(
+        handler.auto_model, init, num_labels=len(labels), id2label=dict(enumerate(labels)),
         label2id={label: index for index, label in enumerate(labels)}, ignore_mismatched_sizes=True,
     )
     if config.freeze_word_embeddings:

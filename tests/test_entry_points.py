@@ -1,0 +1,135 @@
+"""The phase entry points end to end on the tiny model and real bundle data, and their bad-input boundary."""
+
+import re
+
+import mlflow
+import pytest
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+
+import components.data
+from components.errors import XstiltsInputError
+from components.settings import DATA_ROOT_ENV, data_root
+from components.training import check_selection_language
+from pipelines import evaluate, intermediate, target
+
+FAST = ["--epochs", "1", "--batch-size", "16", "--max-length", "64", "--max-train-examples", "48"]
+
+
+def invoke(command, args):
+    result = CliRunner().invoke(command, args, catch_exceptions=False)
+    return result.exit_code, result.output  # click 8.2+ mixes stderr into output
+
+
+def run_id_of(output: str, phase: str) -> str:
+    return re.search(rf"{phase} run (\w+)", output).group(1)
+
+
+def all_runs():
+    return mlflow.search_runs(search_all_experiments=True, output_format="list")
+
+
+@pytest.fixture
+def tiny_chain(tracking_store, tiny_model_dir):
+    model = ["--model", str(tiny_model_dir)]
+    code, out = invoke(intermediate.main, ["--task", "anli", *model, *FAST])
+    assert code == 0, out
+    intermediate_id = run_id_of(out, "intermediate")
+    code, out = invoke(target.main, ["--task", "xnli", "--init-run-id", intermediate_id, *model, *FAST])
+    assert code == 0, out
+    target_id = run_id_of(out, "target")
+    code, out = invoke(evaluate.main, ["--train-run-id", target_id, "--langs", "en,de"])
+    assert code == 0, out
+    return intermediate_id, target_id, run_id_of(out, "evaluate")
+
+
+def test_chain_leaves_three_linked_finished_runs(tiny_chain):
+    intermediate_id, target_id, evaluate_id = tiny_chain
+    client = MlflowClient()
+    runs = {run_id: client.get_run(run_id) for run_id in tiny_chain}
+    assert {run.info.status for run in runs.values()} == {"FINISHED"}
+    assert runs[target_id].data.params["init_run_id"] == intermediate_id
+    assert runs[target_id].data.params["intermediate_task"] == "anli"
+    assert runs[evaluate_id].data.params["train_run_id"] == target_id
+    assert runs[evaluate_id].data.params["data_protocol"] == "dev-split"
+    assert runs[target_id].data.params["protocol_select_items"] == "1800-1997"
+
+
+def test_evaluate_scores_the_files_it_writes(tiny_chain):
+    evaluate_id = tiny_chain[2]
+    run = MlflowClient().get_run(evaluate_id)
+    gold = [line.split("\t")[2] for line in
+            (data_root() / "xtreme/download/xnli/dev-de.tsv").read_text(encoding="utf-8").splitlines()[1998:]]
+    predicted = mlflow.artifacts.load_text(f"runs:/{evaluate_id}/predictions/xnli/test-de.tsv").splitlines()
+    assert len(predicted) == len(gold) == 492
+    by_hand = 100 * sum(p == g for p, g in zip(predicted, gold)) / len(gold)
+    assert run.data.metrics["eval/xnli/de/accuracy"] == pytest.approx(by_hand)
+    assert "eval/xnli/en/accuracy" in run.data.metrics and "eval/xnli/fr/accuracy" not in run.data.metrics
+
+
+def test_target_selection_reads_english_dev_only(tracking_store, tiny_model_dir, monkeypatch):
+    loads = []
+    real_load_split = components.data.load_split
+
+    def spy(spec, split, lang, root=None):
+        loads.append((spec.name, split, lang))
+        return real_load_split(spec, split, lang, root)
+
+    monkeypatch.setattr(components.data, "load_split", spy)
+    code, out = invoke(target.main, ["--task", "xnli", "--model", str(tiny_model_dir), *FAST])
+    assert code == 0, out
+    assert loads and {lang for _, _, lang in loads} == {"en"}
+
+
+def test_selection_language_rule():
+    check_selection_language([{"lang": "en"}], "en")
+    with pytest.raises(XstiltsInputError, match="selection data in de"):
+        check_selection_language([{"lang": "en"}, {"lang": "de"}], "en")
+
+
+def assert_clean_failure(code, out, message):
+    assert code == 2, out
+    assert re.search(message, out), out
+    assert out.count("xstilts: error:") == 1
+    assert "RUNNING" not in {run.info.status for run in all_runs()}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "xnlii"], "unknown task 'xnlii'"),
+    (["--model", "xlm-roberta-huge"], "unknown model 'xlm-roberta-huge'"),
+    (["--protocol", "sometimes"], "unknown protocol 'sometimes'"),
+    (["--task", "pawsx"], "pawsx/train-en.tsv"),
+])
+def test_target_bad_input(tracking_store, tiny_model_dir, args, message):
+    code, out = invoke(target.main, ["--model", str(tiny_model_dir), *FAST, *args])
+    assert_clean_failure(code, out, message)
+
+
+def test_unknown_source_language(tracking_store, tiny_model_dir):
+    code, out = invoke(intermediate.main, ["--task", "anli", "--source-lang", "de", "--model", str(tiny_model_dir)])
+    assert_clean_failure(code, out, "unknown language 'de' for task 'anli'")
+
+
+@pytest.mark.parametrize("content, message", [
+    ("p\th\tneutral\np\th\n", r"dev-en.tsv:2: expected 3 tab-separated columns"),
+    ("p\th\tneutral\np\th\tmaybe\n", r"dev-en.tsv:2: label 'maybe' is not in the label set"),
+    ("p\th\np\th\n", r"dev-en.tsv: unlabeled split"),
+])
+def test_malformed_data_fails_the_run(tracking_store, tiny_model_dir, tmp_path, monkeypatch, content, message):
+    (tmp_path / "data/xtreme/download/xnli").mkdir(parents=True)
+    (tmp_path / "data/xtreme/download/xnli/dev-en.tsv").write_text(content, encoding="utf-8")
+    monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path / "data"))
+    code, out = invoke(target.main, ["--model", str(tiny_model_dir), *FAST])
+    assert_clean_failure(code, out, message)
+    assert [run.info.status for run in all_runs()] == ["FAILED"]
+
+
+def test_missing_data_file(tracking_store, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path / "nowhere"))
+    code, out = invoke(target.main, ["--model", str(tiny_model_dir), *FAST])
+    assert_clean_failure(code, out, r"missing data file\(s\): .*nowhere/xtreme/download/xnli/dev-en.tsv")
+
+
+def test_evaluate_refuses_a_run_that_is_not_a_finished_target(tracking_store):
+    code, out = invoke(evaluate.main, ["--train-run-id", "0123456789abcdef"])
+    assert_clean_failure(code, out, "run '0123456789abcdef' does not exist")
