@@ -6,7 +6,6 @@ Metric keys: `<split>/<task>/<lang>/<metric>` (e.g. `eval/xnli/de/accuracy`, `se
 
 import os
 import resource
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -81,11 +80,17 @@ def finished_run(run_id: str, expected_phase: str):
     return run
 
 
-def download_model(run_id: str, expected_phase: str) -> Path:
-    """The `model/` artifact of a FINISHED upstream run, as a local folder."""
+def run_summary(run_id: str) -> tuple[float, dict[str, float]]:
+    """Wall seconds and metrics of a finished run."""
+    run = MlflowClient().get_run(run_id)
+    return (run.info.end_time - run.info.start_time) / 1000, run.data.metrics
+
+
+def download_model(run_id: str, expected_phase: str, destination: Path) -> Path:
+    """The `model/` artifact of a FINISHED upstream run, downloaded under `destination` (the caller's work dir)."""
     finished_run(run_id, expected_phase)
-    target = Path(tempfile.mkdtemp(prefix=f"xstilts-{run_id[:8]}-"))
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=MODEL_ARTIFACT, dst_path=str(target)))
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=MODEL_ARTIFACT,
+                                                    dst_path=str(destination)))
 
 
 class MetricsCallback(TrainerCallback):

@@ -23,7 +23,9 @@ from components.task_types import handler_for
 class TrainConfig:
     """Hyperparameters of one fine-tuning run. Names avoid the Trainer's own param names on purpose."""
 
-    lr: float = 3e-5
+    # Suits the default offline encoder with frozen word embeddings (XNLI dev-split, English select accuracy: 72.2
+    # at 1e-4 vs 61.1 at 3e-5); the reference study fine-tuned XLM-R Large at 1e-5.
+    lr: float = 1e-4
     epochs: float = 2.0
     batch_size: int = 32
     max_length: int = 128
@@ -96,8 +98,8 @@ def train(spec: TaskSpec, init: ResolvedModel, tokenizer, data: TrainingData, tr
                                  if config.early_stopping_patience else [])],
     )
     trainer.train()
-    select_metrics = {key.removeprefix("eval_"): value for key, value in trainer.evaluate().items()
-                      if key.removeprefix("eval_") in spec.metrics}
+    # load_best_model_at_end has restored the best epoch; its score is the one selection used.
+    select_metrics = {spec.headline_metric: trainer.state.best_metric}
     return TrainResult(
         model=trainer.model, labels=labels, select_metrics=select_metrics,
         trainable_params=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),

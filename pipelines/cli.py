@@ -71,16 +71,17 @@ def run_training_phase(phase: str, task: str, train_lang: str, init_run_id: str,
                                  "intermediate_source_lang": upstream.data.params.get("source_lang", "")})
         else:
             tracking.log_params({"intermediate_task": "none"})
-        init = resolve_model(str(tracking.download_model(init_run_id, "intermediate"))) if init_run_id else resolved
         tokenizer = load_tokenizer(resolved)
         data = training_data(spec, protocol, train_lang)
         tracking.log_params({**data.params, "n_train_examples": len(data.train), "n_select_examples": len(data.select)})
         with tempfile.TemporaryDirectory(prefix=f"xstilts-{phase}-") as work_dir:
+            init = (resolve_model(str(tracking.download_model(init_run_id, "intermediate", Path(work_dir))))
+                    if init_run_id else resolved)
             result = train(spec, init, tokenizer, data, train_lang, config, Path(work_dir) / "trainer",
                            callbacks=[tracking.MetricsCallback(task, train_lang)])
             tracking.log_language_metrics("select", task, train_lang, result.select_metrics)
             tracking.log_params({"trainable_params": result.trainable_params, "total_params": result.total_params})
-            model_dir = Path(work_dir) / tracking.MODEL_ARTIFACT
+            model_dir = Path(work_dir) / "trained"
             (encoder_of(result.model) if hand_on_encoder_only else result.model).save_pretrained(model_dir)
             tokenizer.save_pretrained(model_dir)
             tracking.log_dir(model_dir, tracking.MODEL_ARTIFACT)

@@ -6,11 +6,15 @@ Reads: `--train-run-id` (a FINISHED `target` run: its `model/` and params). Writ
 are copied so the analysis stage finds everything on the evaluate run.
 """
 
+import tempfile
+from pathlib import Path
+
 import click
 
 from components import tracking
 from components.data import evaluation_data
 from components.evaluation import evaluate_language
+from components.models import load_pretrained, load_tokenizer, resolve_model
 from components.tasks import get_task
 from components.task_types import handler_for
 from pipelines.cli import entry_point
@@ -25,8 +29,6 @@ COPIED_PARAMS = ("task", "model", "method", "seed", "intermediate_task", "interm
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @entry_point
 def main(train_run_id: str, langs: str, batch_size: int) -> None:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     upstream = tracking.finished_run(train_run_id, "target").data.params
     spec = get_task(upstream["task"])
     languages = [lang.strip() for lang in langs.split(",") if lang.strip()] or list(spec.langs)
@@ -36,9 +38,9 @@ def main(train_run_id: str, langs: str, batch_size: int) -> None:
     copied = {key: upstream[key] for key in COPIED_PARAMS if key in upstream}
     with tracking.phase_run("evaluate", {**copied, "train_run_id": train_run_id, "langs": ",".join(languages)},
                             tags={"task": spec.name}) as run_id:
-        model_dir = tracking.download_model(train_run_id, "target")
-        model = handler.auto_model.from_pretrained(model_dir)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        with tempfile.TemporaryDirectory(prefix="xstilts-evaluate-") as work_dir:
+            trained = resolve_model(str(tracking.download_model(train_run_id, "target", Path(work_dir))))
+            model, tokenizer = load_pretrained(handler.auto_model, trained), load_tokenizer(trained)
         labels = tuple(model.config.id2label[index] for index in range(model.config.num_labels))
         for lang in languages:
             examples = evaluation_data(spec, upstream["data_protocol"], lang)

@@ -54,6 +54,18 @@ def main(config_path: str) -> None:
         train_run_id = launch("target", {**chain["target"], "init_run_id": init_run_id})
         evaluate_run_id = launch("evaluate", {**chain.get("evaluate", {}), "train_run_id": train_run_id})
     click.echo(f"intermediate {init_run_id or '-'} -> target {train_run_id} -> evaluate {evaluate_run_id}")
+    print_summary({"intermediate": init_run_id, "target": train_run_id, "evaluate": evaluate_run_id})
+
+
+def print_summary(run_ids: dict[str, str]) -> None:
+    """Wall time and peak memory per phase, then the zero-shot metrics per language."""
+    for phase, run_id in run_ids.items():
+        if run_id:
+            seconds, metrics = tracking.run_summary(run_id)
+            click.echo(f"{phase:>12}: {seconds:7.1f} s wall, peak RSS {metrics['peak_rss_mb']:7.0f} MB  ({run_id})")
+    _, metrics = tracking.run_summary(run_ids["evaluate"])
+    for key in sorted(key for key in metrics if key.startswith("eval/")):
+        click.echo(f"{key:>32}: {metrics[key]:6.2f}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The phase entry points end to end on the tiny model and real bundle data, and their bad-input boundary."""
 
 import re
+import shutil
 
 import mlflow
 import pytest
@@ -128,6 +129,15 @@ def test_missing_data_file(tracking_store, tiny_model_dir, tmp_path, monkeypatch
     monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path / "nowhere"))
     code, out = invoke(target.main, ["--model", str(tiny_model_dir), *FAST])
     assert_clean_failure(code, out, r"missing data file\(s\): .*nowhere/xtreme/download/xnli/dev-en.tsv")
+
+
+def test_corrupt_model_folder(tracking_store, tiny_model_dir, tmp_path):
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    code, out = invoke(target.main, ["--model", str(broken), *FAST])
+    assert_clean_failure(code, out, f"{broken}: not a loadable model folder, e.g. truncated or corrupt weights")
 
 
 def test_evaluate_refuses_a_run_that_is_not_a_finished_target(tracking_store):

@@ -1,0 +1,1 @@
+"""Optuna studies per target task (learning rate, adapter sizes) on shared storage: built with the tuning issue."""
