@@ -32,14 +32,30 @@ def read_chain(path: Path) -> dict[str, dict]:
     unknown = sorted(set(chain) - set(PHASES))
     if unknown:
         raise XstiltsInputError(f"{path}: unknown phase(s) {', '.join(unknown)} under `chain:`; expected {PHASES}")
-    return {phase: dict(chain.get(phase) or {}) for phase in PHASES if phase in chain}
+    phases = {phase: dict(chain.get(phase) or {}) for phase in PHASES if phase in chain}
+    for phase, parameters in phases.items():
+        declared = entry_point_parameters(phase)
+        unknown = sorted(set(parameters) - declared)
+        if unknown:
+            raise XstiltsInputError(f"{path}: unknown parameter(s) {', '.join(unknown)} for phase {phase}; "
+                                    f"expected some of: {', '.join(sorted(declared))}")
+    return phases
+
+
+def entry_point_parameters(entry: str) -> set[str]:
+    """The parameters the MLproject declares for `entry`."""
+    project = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text(encoding="utf-8"))
+    return set(project["entry_points"][entry]["parameters"])
 
 
 def launch(entry: str, parameters: dict) -> str:
     """Runs one entry point synchronously as a child of the active run; returns its run id."""
-    submitted = mlflow.projects.run(uri=str(PROJECT_ROOT), entry_point=entry, env_manager="local",
-                                    parameters={key: str(value) for key, value in parameters.items()},
-                                    experiment_id=mlflow.active_run().info.experiment_id, synchronous=True)
+    try:
+        submitted = mlflow.projects.run(uri=str(PROJECT_ROOT), entry_point=entry, env_manager="local",
+                                        parameters={key: str(value) for key, value in parameters.items()},
+                                        experiment_id=mlflow.active_run().info.experiment_id, synchronous=True)
+    except mlflow.exceptions.ExecutionException as error:
+        raise XstiltsInputError(f"the {entry} phase failed; its own error is printed above ({error})") from None
     return submitted.run_id
 
 
