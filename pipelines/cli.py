@@ -69,7 +69,7 @@ def run_training_phase(phase: str, task: str, train_lang: str, init_run_id: str,
             upstream = tracking.finished_run(init_run_id, "intermediate")
             tracking.log_params({"intermediate_task": upstream.data.params.get("task", ""),
                                  "intermediate_source_lang": upstream.data.params.get("source_lang", "")})
-        else:
+        elif phase == "target":
             tracking.log_params({"intermediate_task": "none"})
         tokenizer = load_tokenizer(resolved)
         data = training_data(spec, protocol, train_lang)
