@@ -25,11 +25,11 @@ ZERO_SHOT_SOURCE_LANG = "en"
 PROTOCOLS = ("standard", "dev-split")
 
 
-def _fail(path: Path, line: int, message: str) -> XstiltsInputError:
+def _fail(path: Path | str, line: int, message: str) -> XstiltsInputError:
     return XstiltsInputError(f"{path}:{line}: {message}")
 
 
-def _label(spec: TaskSpec, raw: str, path: Path, line: int) -> str:
+def _label(spec: TaskSpec, raw: str, path: Path | str, line: int) -> str:
     label = spec.label_aliases.get(raw.strip(), raw.strip())
     if label == "":
         raise _fail(path, line, "empty label")
@@ -38,7 +38,7 @@ def _label(spec: TaskSpec, raw: str, path: Path, line: int) -> str:
     return label
 
 
-def _unlabeled(path: Path, why: str) -> XstiltsInputError:
+def _unlabeled(path: Path | str, why: str) -> XstiltsInputError:
     return XstiltsInputError(f"{path}: unlabeled split ({why}); the benchmark withholds these labels, so it cannot be scored")
 
 
@@ -228,25 +228,34 @@ def _from_hub(spec: TaskSpec, split: str, lang: str) -> list[Example]:
     convert = HUB_CONVERTERS.get(spec.file_format)
     if convert is None:
         raise LookupError(f"no converter from the Hub's {dataset_id} rows to {spec.task_type.value} examples")
-    source = Path(f"hf://{dataset_id}/{config or ''}/{hub_split}")
+    source = f"hf://{dataset_id}/{config or ''}/{hub_split}"  # names the Hub split in errors, as a path would
     return [convert(row, spec, lang, source, index) for index, row in enumerate(rows, start=1)]
 
 
-def _hub_pair(row: dict, spec: TaskSpec, lang: str, source: Path, index: int) -> Example:
+def _hub_label(row: dict, spec: TaskSpec, source: str, index: int) -> str:
+    label_id = row["label"]
+    if label_id < 0:  # GLUE-style test splits mark withheld labels with -1
+        raise _unlabeled(source, f"row {index} has label {label_id}")
+    if label_id >= len(spec.labels):
+        raise _fail(source, index, f"label id {label_id} is outside the {len(spec.labels)} labels of {spec.name}")
+    return spec.labels[label_id]
+
+
+def _hub_pair(row: dict, spec: TaskSpec, lang: str, source: str, index: int) -> Example:
     text_a, text_b = next((row[a], row[b]) for a, b in (("premise", "hypothesis"), ("sentence1", "sentence2"),
                                                          ("question1", "question2")) if a in row)
-    return {"text_a": text_a, "text_b": text_b, "label": _label(spec, spec.labels[row["label"]], source, index), "lang": lang}
+    return {"text_a": text_a, "text_b": text_b, "label": _hub_label(row, spec, source, index), "lang": lang}
 
 
-def _hub_single(row: dict, spec: TaskSpec, lang: str, source: Path, index: int) -> Example:
-    return {"text_a": row["sentence"], "label": _label(spec, spec.labels[row["label"]], source, index), "lang": lang}
+def _hub_single(row: dict, spec: TaskSpec, lang: str, source: str, index: int) -> Example:
+    return {"text_a": row["sentence"], "label": _hub_label(row, spec, source, index), "lang": lang}
 
 
-def _hub_tags(row: dict, spec: TaskSpec, lang: str, source: Path, index: int) -> Example:
+def _hub_tags(row: dict, spec: TaskSpec, lang: str, source: str, index: int) -> Example:
     return {"tokens": list(row["tokens"]), "tags": [spec.labels[tag] for tag in row["ner_tags"]], "lang": lang}
 
 
-def _hub_squad(row: dict, spec: TaskSpec, lang: str, source: Path, index: int) -> Example:
+def _hub_squad(row: dict, spec: TaskSpec, lang: str, source: str, index: int) -> Example:
     answers = {"text": list(row["answers"]["text"]), "answer_start": list(row["answers"]["answer_start"])}
     return {"id": row["id"], "context": row["context"], "question": row["question"], "answers": answers, "lang": lang}
 
@@ -276,6 +285,8 @@ def load_split(spec: TaskSpec, split: str, lang: str, root: Path | None = None) 
         return [example for path in paths for example in reader(path, spec, lang)]
     try:
         return _from_hub(spec, split, lang)
+    except XstiltsInputError:
+        raise
     except Exception as error:  # any Hub failure ends in the one message below, with its reason
         raise XstiltsInputError(_missing_message(spec, split, lang, paths, root, error)) from None
 

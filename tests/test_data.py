@@ -118,3 +118,36 @@ def test_conll_reader_and_tag_check(tmp_path):
     path = write(tmp_path, "xtreme/download/panx/dev-yo.tsv", "Ade\tB-PERSON\n")
     with pytest.raises(XstiltsInputError, match=f"{path}:1: label 'B-PERSON'"):
         load_split(get_task("panx"), "dev", "yo", tmp_path)
+
+
+class FakeHub:
+    """Stands in for `datasets.load_dataset`, recording what was asked for."""
+
+    def __init__(self, rows):
+        self.rows, self.calls = rows, []
+
+    def __call__(self, dataset_id, config, split):
+        self.calls.append((dataset_id, config, split))
+        return self.rows
+
+
+def test_hub_fallback_when_a_file_is_absent(tmp_path, monkeypatch):
+    import datasets
+    hub = FakeHub([{"premise": "p", "hypothesis": "h", "label": 2}])
+    monkeypatch.setattr(datasets, "load_dataset", hub)
+    assert load_split(XNLI, "test", "sw", tmp_path) == [
+        {"text_a": "p", "text_b": "h", "label": "contradiction", "lang": "sw"}]
+    assert hub.calls == [("facebook/xnli", "sw", "test")]
+
+
+def test_hub_rows_with_withheld_labels_are_refused(tmp_path, monkeypatch):
+    import datasets
+    monkeypatch.setattr(datasets, "load_dataset", FakeHub([{"sentence": "fine", "label": -1}]))
+    with pytest.raises(XstiltsInputError, match="^hf://nyu-mll/glue/sst2/validation: unlabeled split \\(row 1 has label -1\\)"):
+        load_split(get_task("sst2"), "dev", "en", tmp_path)
+
+
+def test_hub_wikiann_tags_follow_the_registry_order(tmp_path, monkeypatch):
+    import datasets
+    monkeypatch.setattr(datasets, "load_dataset", FakeHub([{"tokens": ["Ada", "Lovelace"], "ner_tags": [1, 2]}]))
+    assert load_split(get_task("panx"), "dev", "qu", tmp_path)[0]["tags"] == ["B-PER", "I-PER"]
