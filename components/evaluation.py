@@ -5,7 +5,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from transformers import DataCollatorWithPadding
 
 from components.data import Example
 from components.tasks import TaskSpec
@@ -19,19 +18,24 @@ class LanguageResult:
     n_examples: int
 
 
-def predict_logits(model: torch.nn.Module, features: list[dict], collator, batch_size: int) -> np.ndarray:
-    """Logits in input order; batches are formed over length-sorted inputs so each pads only to its own longest."""
+def predict_logits(model: torch.nn.Module, features: list[dict], collator, batch_size: int) -> list[np.ndarray]:
+    """Logits per input, in input order, without padding positions.
+
+    Batches are formed over length-sorted inputs so each pads only to its own longest.
+    """
     order = sorted(range(len(features)), key=lambda index: len(features[index]["input_ids"]))
     outputs = [None] * len(features)
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             batch_indices = order[start: start + batch_size]
-            batch = collator([{k: v for k, v in features[i].items() if k != "labels"} for i in batch_indices])
+            batch = collator([features[i] for i in batch_indices])
+            batch.pop("labels", None)
             logits = model(**batch).logits.float().numpy()
             for index, row in zip(batch_indices, logits):
-                outputs[index] = row
-    return np.stack(outputs)
+                # Per-token logits (tagging) are cut back to the input's own length; padding is on the right.
+                outputs[index] = row[: len(features[index]["input_ids"])] if row.ndim == 2 else row
+    return outputs
 
 
 def evaluate_language(spec: TaskSpec, model: torch.nn.Module, tokenizer, examples: Sequence[Example],
@@ -39,8 +43,8 @@ def evaluate_language(spec: TaskSpec, model: torch.nn.Module, tokenizer, example
     """Scores one language's examples with the benchmark metric of the task."""
     handler = handler_for(spec)
     features = handler.encode(examples, tokenizer, max_length, labels)
-    logits = predict_logits(model, features, DataCollatorWithPadding(tokenizer), batch_size)
-    predictions = handler.decode(logits, labels)
+    logits = predict_logits(model, features, handler.collator(tokenizer), batch_size)
+    predictions = handler.decode(logits, features, examples, labels)
     return LanguageResult(
         metrics=handler.score(handler.gold(examples), predictions),
         prediction_file=handler.prediction_file(predictions),

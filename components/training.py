@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 
 from components.data import Example, TrainingData
 from components.errors import XstiltsInputError
@@ -90,10 +90,9 @@ def train(spec: TaskSpec, init: ResolvedModel, tokenizer, data: TrainingData, tr
         args=_training_arguments(spec, config, output_dir),
         train_dataset=handler.encode(train_examples, tokenizer, config.max_length, labels),
         eval_dataset=handler.encode(data.select, tokenizer, config.max_length, labels),
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=lambda prediction: handler.score(
-            [labels[index] for index in prediction.label_ids], handler.decode(prediction.predictions, labels)
-        ),
+        data_collator=handler.collator(tokenizer),
+        compute_metrics=lambda prediction: handler.selection_metrics(prediction.predictions, prediction.label_ids,
+                                                                     labels),
         callbacks=[*callbacks, *([EarlyStoppingCallback(config.early_stopping_patience)]
                                  if config.early_stopping_patience else [])],
     )

@@ -5,6 +5,7 @@ import shutil
 
 import mlflow
 import pytest
+import seqeval.metrics
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
@@ -66,6 +67,28 @@ def test_evaluate_scores_the_files_it_writes(tiny_chain):
     by_hand = 100 * sum(p == g for p, g in zip(predicted, gold)) / len(gold)
     assert run.data.metrics["eval/xnli/de/accuracy"] == pytest.approx(by_hand)
     assert "eval/xnli/en/accuracy" in run.data.metrics and "eval/xnli/fr/accuracy" not in run.data.metrics
+
+
+def read_tag_file(text: str) -> list[list[str]]:
+    """XTREME's `read_tag`: one tag per line, sentences separated by blank lines."""
+    return [block.split("\n") for block in text.strip("\n").split("\n\n")]
+
+
+def test_tagging_chain_scores_the_xtreme_tag_files_it_writes(tracking_store, tiny_model_dir):
+    code, out = invoke(target.main, ["--task", "udpos", "--model", str(tiny_model_dir), *FAST])
+    assert code == 0, out
+    code, out = invoke(evaluate.main, ["--train-run-id", run_id_of(out, "target"), "--langs", "wo"])
+    assert code == 0, out
+    evaluate_id = run_id_of(out, "evaluate")
+    predicted = read_tag_file(mlflow.artifacts.load_text(f"runs:/{evaluate_id}/predictions/udpos/test-wo.tsv"))
+    gold = [[line.split("\t")[1] for line in block.split("\n")] for block in
+            (data_root() / "xtreme/download/udpos/test-wo.tsv").read_text(encoding="utf-8").strip().split("\n\n")]
+    assert len(predicted) == len(gold) == 470
+    assert [len(sentence) for sentence in predicted] == [len(sentence) for sentence in gold]
+    metrics = MlflowClient().get_run(evaluate_id).data.metrics
+    assert metrics["eval/udpos/wo/f1"] == pytest.approx(100 * seqeval.metrics.f1_score(gold, predicted))
+    flat = [(g, p) for gs, ps in zip(gold, predicted) for g, p in zip(gs, ps)]
+    assert metrics["eval/udpos/wo/token_accuracy"] == pytest.approx(100 * sum(g == p for g, p in flat) / len(flat))
 
 
 def test_target_selection_reads_english_dev_only(tracking_store, tiny_model_dir, monkeypatch):
