@@ -22,7 +22,7 @@ from components.tasks import DevSplit, TaskSpec, get_task
 
 Example = dict
 ZERO_SHOT_SOURCE_LANG = "en"
-PROTOCOLS = ("standard", "dev-split")
+PROTOCOLS = ("standard", "dev-split", "target-dev")
 
 
 def _fail(path: Path | str, line: int, message: str) -> XstiltsInputError:
@@ -356,8 +356,8 @@ class TrainingData:
 def training_data(spec: TaskSpec, protocol: str, lang: str, root: Path | None = None) -> TrainingData:
     """English (or `lang`) training and selection examples of `spec` under `protocol`.
 
-    Standard: the English train split of the task's training sources (the task itself when it has none), and the
-    task's own dev split in `lang` for selection. Dev-split: cuts of the task's `lang` dev pool.
+    Standard and target-dev: the English train split of the task's training sources (the task itself when it has
+    none), and the task's own dev split in `lang` for selection. Dev-split: cuts of the task's `lang` dev pool.
     """
     if protocol == "dev-split":
         pool = load_split(spec, "dev", lang, root)
@@ -370,9 +370,13 @@ def training_data(spec: TaskSpec, protocol: str, lang: str, root: Path | None = 
 
 
 def evaluation_data(spec: TaskSpec, protocol: str, lang: str, root: Path | None = None) -> list[Example]:
-    """The labeled examples a zero-shot evaluation scores in `lang` under `protocol`."""
-    if protocol == "standard":
-        return load_split(spec, "test", lang, root)
+    """The labeled examples a zero-shot evaluation scores in `lang` under `protocol`.
+
+    Target-dev scores each language's dev split (jiant's X-STILTs practice where test labels are withheld); the
+    English dev split is also the selection set, so the English score is optimistic.
+    """
+    if protocol in ("standard", "target-dev"):
+        return load_split(spec, "test" if protocol == "standard" else "dev", lang, root)
     english_pool = load_split(spec, "dev", ZERO_SHOT_SOURCE_LANG, root)
     cut = cut_dev_pool(english_pool, _dev_split_of(spec))
     pool = english_pool if lang == ZERO_SHOT_SOURCE_LANG else load_split(spec, "dev", lang, root)
@@ -385,9 +389,12 @@ def evaluation_data(spec: TaskSpec, protocol: str, lang: str, root: Path | None 
 
 
 def resolve_protocol(spec: TaskSpec, protocol: str) -> str:
-    """`auto` means dev-split where the registry defines one (no English training set offline), else standard."""
+    """`auto`: dev-split where the registry defines one (no English training set offline), else target-dev where
+    the benchmark withholds test labels, else standard."""
     if protocol == "auto":
-        return "dev-split" if spec.dev_split else "standard"
+        if spec.dev_split:
+            return "dev-split"
+        return "target-dev" if "test" in spec.withheld_label_splits else "standard"
     if protocol not in PROTOCOLS:
         raise XstiltsInputError(f"unknown protocol {protocol!r}; expected auto or one of: {', '.join(PROTOCOLS)}")
     return protocol

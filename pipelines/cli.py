@@ -36,7 +36,7 @@ TRAIN_OPTIONS = (
     click.option("--model", "model_name", default=DEFAULT_MODEL, show_default=True,
                  help="Registered model name or a local Hugging Face folder."),
     click.option("--protocol", default="auto", show_default=True,
-                 help="standard | dev-split | auto (dev-split where the registry defines one)."),
+                 help="standard | dev-split | target-dev | auto (see README: Protocols)."),
     click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True),
     click.option("--epochs", type=float, default=_DEFAULTS.epochs, show_default=True),
     click.option("--batch-size", type=int, default=_DEFAULTS.batch_size, show_default=True),

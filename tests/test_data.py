@@ -58,7 +58,15 @@ def test_unknown_protocol():
     with pytest.raises(XstiltsInputError, match="unknown protocol 'dev'"):
         resolve_protocol(XNLI, "dev")
     assert resolve_protocol(XNLI, "auto") == "dev-split"
-    assert resolve_protocol(get_task("panx"), "auto") == "standard"
+    assert resolve_protocol(get_task("panx"), "auto") == "target-dev"
+    assert resolve_protocol(get_task("udpos"), "auto") == "standard"
+
+
+def test_target_dev_protocol_scores_target_language_dev_sets():
+    panx = get_task("panx")
+    data = training_data(panx, "target-dev", "en")
+    assert (len(data.train), len(data.select)) == (20000, 10000)  # PAN-X en train / dev sentences (bundle README)
+    assert len(evaluation_data(panx, "target-dev", "yo")) == 100
 
 
 def test_dev_split_cut_moves_to_premise_boundaries():
