@@ -3,7 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
-# `main` launches the phases as `python -m ...` (the MLproject commands), so the venv comes first on PATH.
-export PATH="$PWD/.venv/bin:$PATH"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

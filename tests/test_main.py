@@ -1,3 +1,7 @@
+import os
+import sys
+from pathlib import Path
+
 import mlflow
 import pytest
 from click.testing import CliRunner
@@ -37,7 +41,9 @@ def test_missing_config_file(tmp_path):
         read_chain(tmp_path / "nope.yaml")
 
 
-def test_main_runs_the_chain_as_child_runs_of_one_parent(tracking_store, tiny_model_dir, tmp_path):
+def test_main_runs_the_chain_as_child_runs_of_one_parent(tracking_store, tiny_model_dir, tmp_path, monkeypatch):
+    # The MLproject commands run `python -m ...`: this interpreter's environment must come first on PATH.
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     fast = f"model: {tiny_model_dir}, epochs: 1, batch_size: 16, max_length: 64, max_train_examples: 32"
     path = write_config(tmp_path, f"chain:\n  intermediate: {{task: anli, {fast}}}\n  target: {{task: xnli, {fast}}}\n"
                                   "  evaluate: {langs: 'en,sw'}\n")
