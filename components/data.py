@@ -130,14 +130,20 @@ def _choice_index(raw, n_choices: int, path: Path, line: int, first: int = 0) ->
     return index
 
 
+COPA_QUESTIONS = {"cause": "What was the cause?", "effect": "What happened as a result?"}
+
+
 def _read_copa_jsonl(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
     examples = []
     for line, r in _read_jsonl(path):
         choices = [_field(r, "choice1", path, line), _field(r, "choice2", path, line)]
+        question = _field(r, "question", path, line)
+        if question not in COPA_QUESTIONS:
+            raise _fail(path, line, f"question {question!r} is neither 'cause' nor 'effect'")
         examples.append({
             "context": _field(r, "premise", path, line),
-            # COPA asks for the cause or the effect of the premise.
-            "question": _field(r, "question", path, line),
+            # The same English question in every language: XCOPA translates premises and choices only.
+            "question": COPA_QUESTIONS[question],
             "choices": choices,
             "label": _choice_index(_field(r, "label", path, line), len(choices), path, line),
             "lang": lang,

@@ -18,12 +18,17 @@ class LanguageResult:
     n_examples: int
 
 
+def _longest_input(feature: dict) -> int:
+    ids = feature["input_ids"]
+    return max(map(len, ids)) if ids and isinstance(ids[0], list) else len(ids)  # multiple choice nests choices
+
+
 def predict_logits(model: torch.nn.Module, features: list[dict], collator, batch_size: int) -> list[np.ndarray]:
     """Logits per input, in input order, without padding positions.
 
     Batches are formed over length-sorted inputs so each pads only to its own longest.
     """
-    order = sorted(range(len(features)), key=lambda index: len(features[index]["input_ids"]))
+    order = sorted(range(len(features)), key=lambda index: _longest_input(features[index]))
     outputs = [None] * len(features)
     model.eval()
     with torch.inference_mode():

@@ -3,12 +3,15 @@
 Adding a task of an existing type is a registry entry in `components.tasks`; adding a type is one handler here.
 """
 
+import json
 from typing import Sequence
 
 import numpy as np
 from transformers import (
+    AutoModelForMultipleChoice,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
+    DataCollatorForMultipleChoice,
     DataCollatorForTokenClassification,
     DataCollatorWithPadding,
 )
@@ -111,10 +114,56 @@ class TokenClassificationHandler:
         return "".join("".join(f"{tag}\n" for tag in tags) + "\n" for tags in predictions)
 
 
+class MultipleChoiceHandler:
+    """Multiple choice (XCOPA, COPA, SocialIQA, HellaSwag, CommonsenseQA, Cosmos QA): one score per choice.
+
+    Each choice is encoded as the pair (context, question + choice) and the head scores it; the label is the index
+    of the best choice.
+    """
+
+    auto_model = AutoModelForMultipleChoice
+    prediction_extension = "jsonl"
+
+    def collator(self, tokenizer):
+        padder = DataCollatorForMultipleChoice(tokenizer)
+        # The transformers collator pops `labels` out of the feature dicts it is given; copies keep ours intact
+        # for the next epoch and for decoding.
+        return lambda features: padder([dict(feature) for feature in features])
+
+    def encode(self, examples: Sequence[Example], tokenizer, max_length: int, labels: Sequence[str]) -> list[dict]:
+        features = []
+        for example in examples:
+            endings = [f"{example['question']} {choice}".strip() for choice in example["choices"]]
+            # Long contexts (Cosmos QA) are cut, never the question and choice; CommonsenseQA has no context.
+            texts = ([example["context"]] * len(endings), endings) if example["context"] else (endings,)
+            encoded = tokenizer(*texts, truncation="only_first", max_length=max_length)
+            features.append({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
+                             "labels": example["label"]})
+        return features
+
+    def decode(self, logits: Sequence[np.ndarray], features: Sequence[dict], examples: Sequence[Example],
+               labels: Sequence[str]) -> list[int]:
+        return [int(row.argmax()) for row in logits]
+
+    def selection_metrics(self, logits: np.ndarray, label_ids: np.ndarray, labels: Sequence[str]) -> dict[str, float]:
+        return accuracy(list(label_ids), list(logits.argmax(axis=-1)))
+
+    def gold(self, examples: Sequence[Example]) -> list[int]:
+        return [example["label"] for example in examples]
+
+    def score(self, gold: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
+        return accuracy(gold, predictions)
+
+    def prediction_file(self, predictions: Sequence[int]) -> str:
+        """XTREME submission format for XCOPA: JSON lines, each with the predicted `label`."""
+        return "".join(json.dumps({"label": prediction}) + "\n" for prediction in predictions)
+
+
 HANDLERS = {
     TaskType.PAIR_CLASSIFICATION: ClassificationHandler(),
     TaskType.SINGLE_CLASSIFICATION: ClassificationHandler(),
     TaskType.TOKEN_CLASSIFICATION: TokenClassificationHandler(),
+    TaskType.MULTIPLE_CHOICE: MultipleChoiceHandler(),
 }
 
 

@@ -79,10 +79,10 @@ def train(spec: TaskSpec, init: ResolvedModel, tokenizer, data: TrainingData, tr
     labels = spec.labels
     train_examples = data.train[: config.max_train_examples] if config.max_train_examples else data.train
     torch.manual_seed(config.seed)
-    model = load_pretrained(
-        handler.auto_model, init, num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={label: index for index, label in enumerate(labels)}, ignore_mismatched_sizes=True,
-    )
+    # Multiple choice has no label set: its head scores each choice.
+    label_maps = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+                  "label2id": {label: index for index, label in enumerate(labels)}} if labels else {}
+    model = load_pretrained(handler.auto_model, init, ignore_mismatched_sizes=True, **label_maps)
     if config.freeze_word_embeddings:
         _freeze_word_embeddings(model)
     trainer = Trainer(

@@ -1,5 +1,6 @@
 """The phase entry points end to end on the tiny model and real bundle data, and their bad-input boundary."""
 
+import json
 import re
 import shutil
 
@@ -166,3 +167,21 @@ def test_corrupt_model_folder(tracking_store, tiny_model_dir, tmp_path):
 def test_evaluate_refuses_a_run_that_is_not_a_finished_target(tracking_store):
     code, out = invoke(evaluate.main, ["--train-run-id", "0123456789abcdef"])
     assert_clean_failure(code, out, "run '0123456789abcdef' does not exist")
+
+
+def test_multiple_choice_chain_scores_the_xcopa_files_it_writes(tracking_store, tiny_model_dir):
+    code, out = invoke(target.main, ["--task", "copa", "--protocol", "target-dev", "--model", str(tiny_model_dir),
+                                     *FAST])
+    assert code == 0, out
+    target_id = run_id_of(out, "target")
+    assert MlflowClient().get_run(target_id).data.params["n_select_examples"] == "100"  # COPA val-en
+    code, out = invoke(evaluate.main, ["--train-run-id", target_id])
+    assert code == 0, out
+    evaluate_id = run_id_of(out, "evaluate")
+    predicted = [json.loads(line)["label"] for line in
+                 mlflow.artifacts.load_text(f"runs:/{evaluate_id}/predictions/copa/test-en.jsonl").splitlines()]
+    gold = [json.loads(line)["label"] for line in
+            (data_root() / "xtreme/download/xcopa/val-en.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(predicted) == len(gold) == 100 and set(predicted) <= {0, 1}
+    by_hand = 100 * sum(p == g for p, g in zip(predicted, gold)) / len(gold)
+    assert MlflowClient().get_run(evaluate_id).data.metrics["eval/copa/en/accuracy"] == pytest.approx(by_hand)
