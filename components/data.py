@@ -281,7 +281,7 @@ def load_split(spec: TaskSpec, split: str, lang: str, root: Path | None = None) 
     A split whose labels XTREME blanks is never read from the XTREME layout; only the Hub (which keeps the labels
     for some tasks) can serve it.
     """
-    spec.check_lang(lang)
+    spec.check_lang(lang, training=split != "test")
     root = root or data_root()
     paths = _local_paths(spec, split, lang, root)
     if split not in spec.withheld_label_splits and paths and all(path.is_file() for path in paths):
@@ -337,7 +337,7 @@ def cut_dev_pool(pool: list[Example], dev_split: DevSplit) -> DevSplitCut:
     if dev_split.group_by_first_field:
         train_end = _next_group_start(pool, train_end)
         select_end = _next_group_start(pool, max(select_end, train_end + 1))
-    if select_end >= len(pool):
+    if select_end > len(pool):
         raise XstiltsInputError(
             f"the dev pool has {len(pool)} items, too few for {dev_split.train} train + {dev_split.select} select items"
         )
@@ -352,27 +352,52 @@ def _dev_split_of(spec: TaskSpec) -> DevSplit:
 
 @dataclass(frozen=True)
 class TrainingData:
-    """Training and selection examples, both in the training language, and how they were obtained."""
+    """One training stage: training and selection examples of `task`, both in the training language."""
 
+    task: str
     train: list[Example]
     select: list[Example]
     params: dict[str, str]
 
 
-def training_data(spec: TaskSpec, protocol: str, lang: str, root: Path | None = None) -> TrainingData:
-    """English (or `lang`) training and selection examples of `spec` under `protocol`.
+def training_stages(spec: TaskSpec, protocol: str, lang: str, root: Path | None = None) -> list[TrainingData]:
+    """The training stages of `spec` in `lang` (English for every target task) under `protocol`, in order.
 
-    Standard and target-dev: the English train split of the task's training sources (the task itself when it has
-    none), and the task's own dev split in `lang` for selection. Dev-split: cuts of the task's `lang` dev pool.
+    Dev-split: one stage of cuts of the task's dev pool. Standard and target-dev: one stage per English training
+    source (XNLI: MNLI; XCOPA: SocialIQA, then COPA, as XTREME-R trains it); the last stage selects on the task's
+    own dev split, an earlier one trains under its own task's default protocol and selects on that task's dev.
     """
     if protocol == "dev-split":
-        pool = load_split(spec, "dev", lang, root)
-        cut = cut_dev_pool(pool, _dev_split_of(spec))
-        return TrainingData(pool[: cut.train_end], pool[cut.train_end: cut.select_end],
-                            {"data_protocol": protocol, **cut.describe()})
-    sources = [get_task(name) for name in spec.train_sources] if spec.train_sources else [spec]
-    train = [example for source in sources for example in load_split(source, "train", lang, root)]
-    return TrainingData(train, load_split(spec, "dev", lang, root), {"data_protocol": protocol})
+        return [_dev_split_stage(spec, lang, root)]
+    *earlier, last = [get_task(name) for name in spec.train_sources] if spec.train_sources else [spec]
+    final = TrainingData(spec.name, load_split(last, "train", lang, root), load_split(spec, "dev", lang, root),
+                         {"data_protocol": protocol, "train_source": last.name})
+    return [_earlier_stage(source, lang, root) for source in earlier] + [final]
+
+
+def _dev_split_stage(spec: TaskSpec, lang: str, root: Path | None) -> TrainingData:
+    pool = load_split(spec, "dev", lang, root)
+    cut = cut_dev_pool(pool, _dev_split_of(spec))
+    return TrainingData(spec.name, pool[: cut.train_end], pool[cut.train_end: cut.select_end],
+                        {"data_protocol": "dev-split", **cut.describe()})
+
+
+def _earlier_stage(source: TaskSpec, lang: str, root: Path | None) -> TrainingData:
+    if resolve_protocol(source, "auto") == "dev-split":
+        return _dev_split_stage(source, lang, root)
+    return TrainingData(source.name, load_split(source, "train", lang, root), load_split(source, "dev", lang, root),
+                        {"data_protocol": "standard"})
+
+
+def stage_params(stages: list[TrainingData]) -> dict[str, str]:
+    """Flat params describing the stages: unprefixed for one stage, `stage<i>_` prefixed for several."""
+    params = {}
+    for number, stage in enumerate(stages, start=1):
+        prefix = f"stage{number}_" if len(stages) > 1 else ""
+        described = {"task": stage.task, **stage.params} if prefix else stage.params
+        params.update({f"{prefix}{key}": value for key, value in described.items()})
+        params.update({f"{prefix}n_train_examples": len(stage.train), f"{prefix}n_select_examples": len(stage.select)})
+    return params
 
 
 def evaluation_data(spec: TaskSpec, protocol: str, lang: str, root: Path | None = None) -> list[Example]:
@@ -391,6 +416,8 @@ def evaluation_data(spec: TaskSpec, protocol: str, lang: str, root: Path | None 
             f"{spec.name} dev [{lang}] has {len(pool)} items but dev [en] has {cut.pool_size}: the dev-split protocol "
             "needs line-aligned translations"
         )
+    if cut.select_end == cut.pool_size:
+        raise XstiltsInputError(f"the dev-split protocol of {spec.name} leaves no dev items to evaluate")
     return pool[cut.select_end:]
 
 

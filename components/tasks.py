@@ -80,8 +80,10 @@ class TaskSpec:
     def headline_metric(self) -> str:
         return self.metrics[0]
 
-    def check_lang(self, lang: str) -> None:
-        if lang not in self.langs:
+    def check_lang(self, lang: str, *, training: bool = False) -> None:
+        """Raises unless `lang` is an evaluation language; with `training`, English (the zero-shot source, e.g.
+        XCOPA's COPA data) is accepted too."""
+        if lang not in self.langs and not (training and lang == "en"):
             raise XstiltsInputError(
                 f"unknown language {lang!r} for task {self.name!r}; expected one of: {', '.join(self.langs)}"
             )

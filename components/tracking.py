@@ -1,7 +1,7 @@
 """The only module of `components/` that talks to MLflow: runs, params, metric keys and artifact hand-offs.
 
 Metric keys: `<split>/<task>/<lang>/<metric>` (e.g. `eval/xnli/de/accuracy`, `select/xnli/en/accuracy`), plus
-`train/*` curves and `peak_rss_mb`. Artifacts: `model/` (a Hugging Face folder), `predictions/<task>/test-<lang>.<ext>`.
+`train/<task>/*` curves and `peak_rss_mb`. Artifacts: `model/` (a Hugging Face folder), `predictions/<task>/test-<lang>.<ext>`.
 """
 
 import os
@@ -108,6 +108,6 @@ class MetricsCallback(TrainerCallback):
             if key.startswith("eval_"):
                 metrics[metric_key("select", self.task, self.select_lang, key.removeprefix("eval_"))] = value
             else:
-                metrics[f"train/{key}"] = value
+                metrics[f"train/{self.task}/{key}"] = value
         if metrics:
             mlflow.log_metrics(metrics, step=state.global_step)

@@ -7,7 +7,7 @@ for selection.
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
@@ -15,7 +15,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 from components.data import Example, TrainingData
 from components.errors import XstiltsInputError
 from components.models import ResolvedModel, load_pretrained
-from components.tasks import TaskSpec
+from components.tasks import TaskSpec, get_task
 from components.task_types import handler_for
 
 
@@ -70,14 +70,21 @@ def _freeze_word_embeddings(model: torch.nn.Module) -> None:
     model.get_input_embeddings().weight.requires_grad_(False)
 
 
-def train(spec: TaskSpec, init: ResolvedModel, tokenizer, data: TrainingData, train_lang: str, config: TrainConfig,
-          output_dir: Path, callbacks: Sequence = ()) -> TrainResult:
-    """Fine-tunes `init` (with a fresh head) on `data.train`; returns the model of the best selection epoch."""
-    check_selection_language(data.select, train_lang)
-    check_selection_language(data.train, train_lang)
+def train(spec: TaskSpec, init: ResolvedModel, tokenizer, stages: Sequence[TrainingData], train_lang: str,
+          config: TrainConfig, output_dir: Path, callbacks_for: Callable[[TrainingData], Sequence] = lambda _: ()
+          ) -> TrainResult:
+    """Fine-tunes `init` (with a fresh head) through `stages` in order, keeping the best selection epoch of each.
+
+    Args:
+        callbacks_for: the Trainer callbacks of one stage (e.g. metric logging keyed by the stage's task).
+    """
     handler = handler_for(spec)
+    for stage in stages:
+        check_selection_language(stage.select, train_lang)
+        check_selection_language(stage.train, train_lang)
+        if get_task(stage.task).task_type is not spec.task_type:
+            raise XstiltsInputError(f"stage task {stage.task} is not of {spec.name}'s type {spec.task_type.value}")
     labels = spec.labels
-    train_examples = data.train[: config.max_train_examples] if config.max_train_examples else data.train
     torch.manual_seed(config.seed)
     # Multiple choice has no label set: its head scores each choice.
     label_maps = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
@@ -85,24 +92,33 @@ def train(spec: TaskSpec, init: ResolvedModel, tokenizer, data: TrainingData, tr
     model = load_pretrained(handler.auto_model, init, ignore_mismatched_sizes=True, **label_maps)
     if config.freeze_word_embeddings:
         _freeze_word_embeddings(model)
-    trainer = Trainer(
+    for number, stage in enumerate(stages, start=1):
+        trainer = _stage_trainer(spec, handler, model, tokenizer, stage, config, output_dir / f"stage{number}",
+                                 callbacks_for(stage))
+        trainer.train()
+        model = trainer.model  # load_best_model_at_end has restored the stage's best epoch
+    return TrainResult(
+        model=model, labels=labels,
+        select_metrics={spec.headline_metric: trainer.state.best_metric},  # the last stage selects on spec's dev
+        trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        total_params=sum(p.numel() for p in model.parameters()),
+    )
+
+
+def _stage_trainer(spec: TaskSpec, handler, model, tokenizer, stage: TrainingData, config: TrainConfig,
+                   output_dir: Path, callbacks: Sequence) -> Trainer:
+    labels = spec.labels
+    train_examples = stage.train[: config.max_train_examples] if config.max_train_examples else stage.train
+    early_stopping = [EarlyStoppingCallback(config.early_stopping_patience)] if config.early_stopping_patience else []
+    return Trainer(
         model=model,
         args=_training_arguments(spec, config, output_dir),
         train_dataset=handler.encode(train_examples, tokenizer, config.max_length, labels),
-        eval_dataset=handler.encode(data.select, tokenizer, config.max_length, labels),
+        eval_dataset=handler.encode(stage.select, tokenizer, config.max_length, labels),
         data_collator=handler.collator(tokenizer),
         compute_metrics=lambda prediction: handler.selection_metrics(prediction.predictions, prediction.label_ids,
                                                                      labels),
-        callbacks=[*callbacks, *([EarlyStoppingCallback(config.early_stopping_patience)]
-                                 if config.early_stopping_patience else [])],
-    )
-    trainer.train()
-    # load_best_model_at_end has restored the best epoch; its score is the one selection used.
-    select_metrics = {spec.headline_metric: trainer.state.best_metric}
-    return TrainResult(
-        model=trainer.model, labels=labels, select_metrics=select_metrics,
-        trainable_params=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
-        total_params=sum(p.numel() for p in trainer.model.parameters()),
+        callbacks=[*callbacks, *early_stopping],
     )
 
 

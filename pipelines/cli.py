@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from components import tracking
-from components.data import ZERO_SHOT_SOURCE_LANG, resolve_protocol, training_data
+from components.data import ZERO_SHOT_SOURCE_LANG, resolve_protocol, stage_params, training_stages
 from components.errors import XstiltsInputError
 from components.models import load_tokenizer, resolve_model
 from components.tasks import get_task
@@ -58,7 +58,7 @@ def run_training_phase(phase: str, task: str, train_lang: str, init_run_id: str,
                        hand_on_encoder_only: bool, **config_values) -> str:
     """Trains `task` in `train_lang` from the base model or an upstream run's encoder; logs `model/`; returns run id."""
     spec = get_task(task)
-    spec.check_lang(train_lang)
+    spec.check_lang(train_lang, training=True)
     resolved = resolve_model(model_name)
     config = TrainConfig(**config_values)
     protocol = resolve_protocol(spec, protocol)
@@ -72,13 +72,13 @@ def run_training_phase(phase: str, task: str, train_lang: str, init_run_id: str,
         elif phase == "target":
             tracking.log_params({"intermediate_task": "none"})
         tokenizer = load_tokenizer(resolved)
-        data = training_data(spec, protocol, train_lang)
-        tracking.log_params({**data.params, "n_train_examples": len(data.train), "n_select_examples": len(data.select)})
+        stages = training_stages(spec, protocol, train_lang)
+        tracking.log_params(stage_params(stages))
         with tempfile.TemporaryDirectory(prefix=f"xstilts-{phase}-") as work_dir:
             init = (resolve_model(str(tracking.download_model(init_run_id, "intermediate", Path(work_dir))))
                     if init_run_id else resolved)
-            result = train(spec, init, tokenizer, data, train_lang, config, Path(work_dir) / "trainer",
-                           callbacks=[tracking.MetricsCallback(task, train_lang)])
+            result = train(spec, init, tokenizer, stages, train_lang, config, Path(work_dir) / "trainer",
+                           callbacks_for=lambda stage: [tracking.MetricsCallback(stage.task, train_lang)])
             tracking.log_language_metrics("select", task, train_lang, result.select_metrics)
             tracking.log_params({"trainable_params": result.trainable_params, "total_params": result.total_params})
             model_dir = Path(work_dir) / "trained"

@@ -1,6 +1,7 @@
 import pytest
 
-from components.data import cut_dev_pool, evaluation_data, load_split, resolve_protocol, training_data
+from components.data import (cut_dev_pool, evaluation_data, load_split, resolve_protocol, stage_params,
+                             training_stages)
 from components.errors import XstiltsInputError
 from components.tasks import DevSplit, get_task
 
@@ -64,7 +65,7 @@ def test_unknown_protocol():
 
 def test_target_dev_protocol_scores_target_language_dev_sets():
     panx = get_task("panx")
-    data = training_data(panx, "target-dev", "en")
+    [data] = training_stages(panx, "target-dev", "en")
     assert (len(data.train), len(data.select)) == (20000, 10000)  # PAN-X en train / dev sentences (bundle README)
     assert len(evaluation_data(panx, "target-dev", "yo")) == 100
 
@@ -78,7 +79,7 @@ def test_dev_split_cut_moves_to_premise_boundaries():
 
 def test_xnli_dev_split_on_the_bundle_keeps_premises_apart():
     lines = [line.split("\t") for line in _bundle_xnli_en().splitlines()]
-    data = training_data(XNLI, "dev-split", "en")
+    [data] = training_stages(XNLI, "dev-split", "en")
     evaluated = evaluation_data(XNLI, "dev-split", "sw")
     assert len(lines) == 2490
     assert (len(data.train), len(data.select), len(evaluated)) == (1800, 198, 492)
@@ -102,7 +103,7 @@ def test_dev_split_needs_aligned_languages(tmp_path):
 
 def test_pawsx_has_no_dev_split_protocol():
     with pytest.raises(XstiltsInputError, match="pawsx' has no dev-split protocol"):
-        training_data(get_task("pawsx"), "dev-split", "en")
+        training_stages(get_task("pawsx"), "dev-split", "en")
 
 
 def test_anli_reader_maps_short_labels_and_checks_columns(tmp_path):
@@ -159,3 +160,15 @@ def test_hub_wikiann_tags_follow_the_registry_order(tmp_path, monkeypatch):
     import datasets
     monkeypatch.setattr(datasets, "load_dataset", FakeHub([{"tokens": ["Ada", "Lovelace"], "ner_tags": [1, 2]}]))
     assert load_split(get_task("panx"), "dev", "qu", tmp_path)[0]["tags"] == ["B-PER", "I-PER"]
+
+
+def test_xcopa_trains_on_socialiqa_then_copa_as_xtreme_r_does():
+    siqa, copa = training_stages(get_task("xcopa"), "standard", "en")
+    # SocialIQA has no train file in the bundle: its own dev-split (1,954 dev items: 1,700 train / 254 select).
+    assert (siqa.task, len(siqa.train), len(siqa.select), siqa.params["data_protocol"]) == ("siqa", 1700, 254,
+                                                                                              "dev-split")
+    # Then COPA train (400) with selection on XCOPA's English dev (COPA val, 100).
+    assert (copa.task, len(copa.train), len(copa.select), copa.params["train_source"]) == ("xcopa", 400, 100, "copa")
+    params = stage_params([siqa, copa])
+    assert params["stage1_task"] == "siqa" and params["stage2_n_train_examples"] == 400
+    assert params["stage1_protocol_select_items"] == "1700-1953"

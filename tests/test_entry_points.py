@@ -185,3 +185,12 @@ def test_multiple_choice_chain_scores_the_xcopa_files_it_writes(tracking_store, 
     assert len(predicted) == len(gold) == 100 and set(predicted) <= {0, 1}
     by_hand = 100 * sum(p == g for p, g in zip(predicted, gold)) / len(gold)
     assert MlflowClient().get_run(evaluate_id).data.metrics["eval/copa/en/accuracy"] == pytest.approx(by_hand)
+
+
+def test_xcopa_target_runs_socialiqa_then_copa(tracking_store, tiny_model_dir):
+    code, out = invoke(target.main, ["--task", "xcopa", "--model", str(tiny_model_dir), *FAST])
+    assert code == 0, out
+    run = MlflowClient().get_run(run_id_of(out, "target"))
+    assert (run.data.params["stage1_task"], run.data.params["stage2_task"]) == ("siqa", "xcopa")
+    assert run.data.params["stage2_train_source"] == "copa"
+    assert {"select/siqa/en/accuracy", "select/xcopa/en/accuracy"} <= set(run.data.metrics)
