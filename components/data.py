@@ -197,12 +197,22 @@ def _read_squad_json(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
                 answers = qa.get("answers", [])
                 if not answers or not any(answer["text"] for answer in answers):
                     raise _unlabeled(path, f"question {qa['id']} has no answer text")
+                _check_answer_offsets(path, qa["id"], paragraph["context"], answers)
                 examples.append({
                     "id": qa["id"], "context": paragraph["context"], "question": qa["question"],
                     "answers": {"text": [a["text"] for a in answers], "answer_start": [a["answer_start"] for a in answers]},
                     "lang": lang,
                 })
     return examples
+
+
+def _check_answer_offsets(path: Path, question_id: str, context: str, answers: list[dict]) -> None:
+    """Training positions and the answer check both trust `answer_start`: a text elsewhere is a malformed file."""
+    for answer in answers:
+        start, text = answer["answer_start"], answer["text"]
+        if context[start: start + len(text)] != text:
+            raise XstiltsInputError(f"{path}: question {question_id}: answer {text!r} does not match its context at "
+                                    f"answer_start {start} (found {context[start: start + len(text)]!r})")
 
 
 READERS: dict[str, Callable[[Path, TaskSpec, str], list[Example]]] = {
@@ -360,19 +370,61 @@ class TrainingData:
     params: dict[str, str]
 
 
-def training_stages(spec: TaskSpec, protocol: str, lang: str, root: Path | None = None) -> list[TrainingData]:
+def training_stages(spec: TaskSpec, protocol: str, lang: str, root: Path | None = None, *, train_source: str = "",
+                    select_holdout: int = 0) -> list[TrainingData]:
     """The training stages of `spec` in `lang` (English for every target task) under `protocol`, in order.
 
     Dev-split: one stage of cuts of the task's dev pool. Standard and target-dev: one stage per English training
     source (XNLI: MNLI; XCOPA: SocialIQA, then COPA, as XTREME-R trains it); the last stage selects on the task's
     own dev split, an earlier one trains under its own task's default protocol and selects on that task's dev.
+
+    Args:
+        train_source: a task of the same type whose English train split replaces all of the registry's training
+            sources (e.g. TyDiQA-GoldP for XQuAD/MLQA, whose SQuAD is not in the bundle); "" = the registry's.
+        select_holdout: when > 0, the last stage selects on the last `select_holdout` items of its training data
+            instead of the task's dev split (for tasks without an English dev split offline); 0 = dev split.
     """
     if protocol == "dev-split":
+        if train_source or select_holdout:
+            raise XstiltsInputError(f"--train-source and --select-holdout apply to the standard and target-dev "
+                                    f"protocols; dev-split trains and selects on cuts of {spec.name}'s own dev pool")
         return [_dev_split_stage(spec, lang, root)]
-    *earlier, last = [get_task(name) for name in spec.train_sources] if spec.train_sources else [spec]
-    final = TrainingData(spec.name, load_split(last, "train", lang, root), load_split(spec, "dev", lang, root),
-                         {"data_protocol": protocol, "train_source": last.name})
+    *earlier, last = _training_sources(spec, train_source)
+    train = load_split(last, "train", lang, root)
+    params = {"data_protocol": protocol, "train_source": last.name}
+    final = (_held_out_stage(spec, last, train, select_holdout, params) if select_holdout
+             else TrainingData(spec.name, train, _english_dev(spec, lang, root), {**params, "select_source": "dev"}))
     return [_earlier_stage(source, lang, root) for source in earlier] + [final]
+
+
+def _training_sources(spec: TaskSpec, train_source: str) -> list[TaskSpec]:
+    if not train_source:
+        return [get_task(name) for name in spec.train_sources] if spec.train_sources else [spec]
+    source = get_task(train_source)
+    if source.task_type is not spec.task_type:
+        raise XstiltsInputError(f"--train-source {source.name} is a {source.task_type.value} task; {spec.name} needs "
+                                f"one of its own type, {spec.task_type.value}")
+    return [source]
+
+
+def _english_dev(spec: TaskSpec, lang: str, root: Path | None) -> list[Example]:
+    try:
+        return load_split(spec, "dev", lang, root)
+    except XstiltsInputError as error:
+        raise XstiltsInputError(f"{error} To select on held-out training items instead, pass --select-holdout N."
+                                ) from None
+
+
+def _held_out_stage(spec: TaskSpec, source: TaskSpec, train: list[Example], holdout: int,
+                    params: dict[str, str]) -> TrainingData:
+    """The last `holdout` training items select; their item range in the source's train split is logged."""
+    if not 0 < holdout < len(train):
+        raise XstiltsInputError(f"--select-holdout {holdout}: expected 1 to {len(train) - 1}, since {source.name} "
+                                f"train has {len(train)} items")
+    cut = len(train) - holdout
+    return TrainingData(spec.name, train[:cut], train[cut:],
+                        {**params, "select_source": f"{source.name} train",
+                         "protocol_train_items": f"0-{cut - 1}", "protocol_select_items": f"{cut}-{len(train) - 1}"})
 
 
 def _dev_split_stage(spec: TaskSpec, lang: str, root: Path | None) -> TrainingData:

@@ -8,7 +8,7 @@ import torch
 
 from components.data import Example
 from components.tasks import TaskSpec
-from components.task_types import handler_for
+from components.task_types import TaskHandler, handler_for
 
 
 @dataclass
@@ -23,11 +23,16 @@ def _longest_input(feature: dict) -> int:
     return max(map(len, ids)) if ids and isinstance(ids[0], list) else len(ids)  # multiple choice nests choices
 
 
-def predict_logits(model: torch.nn.Module, features: list[dict], collator, batch_size: int) -> list[np.ndarray]:
+LABEL_KEYS = ("labels", "start_positions", "end_positions")  # what the collators add for the loss
+
+
+def predict_logits(model: torch.nn.Module, features: list[dict], handler: TaskHandler, tokenizer,
+                   batch_size: int) -> list[np.ndarray]:
     """Logits per input, in input order, without padding positions.
 
     Batches are formed over length-sorted inputs so each pads only to its own longest.
     """
+    collator = handler.collator(tokenizer)
     order = sorted(range(len(features)), key=lambda index: _longest_input(features[index]))
     outputs = [None] * len(features)
     model.eval()
@@ -35,10 +40,11 @@ def predict_logits(model: torch.nn.Module, features: list[dict], collator, batch
         for start in range(0, len(order), batch_size):
             batch_indices = order[start: start + batch_size]
             batch = collator([features[i] for i in batch_indices])
-            batch.pop("labels", None)
-            logits = model(**batch).logits.float().numpy()
+            for key in LABEL_KEYS:
+                batch.pop(key, None)
+            logits = handler.model_logits(model(**batch)).float().numpy()
             for index, row in zip(batch_indices, logits):
-                # Per-token logits (tagging) are cut back to the input's own length; padding is on the right.
+                # Per-token logits (tagging, QA) are cut back to the input's own length; padding is on the right.
                 outputs[index] = row[: len(features[index]["input_ids"])] if row.ndim == 2 else row
     return outputs
 
@@ -48,10 +54,10 @@ def evaluate_language(spec: TaskSpec, model: torch.nn.Module, tokenizer, example
     """Scores one language's examples with the benchmark metric of the task."""
     handler = handler_for(spec)
     features = handler.encode(examples, tokenizer, max_length, labels)
-    logits = predict_logits(model, features, handler.collator(tokenizer), batch_size)
+    logits = predict_logits(model, features, handler, tokenizer, batch_size)
     predictions = handler.decode(logits, features, examples, labels)
     return LanguageResult(
-        metrics=handler.score(handler.gold(examples), predictions),
+        metrics=handler.score(examples, predictions),
         prediction_file=handler.prediction_file(predictions),
         n_examples=len(examples),
     )

@@ -58,6 +58,8 @@ class TaskSpec:
         hf_dataset: (dataset id, config pattern) for the Hugging Face `datasets` fallback; `{lang}` is substituted.
         hf_splits: our split name -> the Hub dataset's split name.
         xtreme_group / xtreme_r_group: the benchmark group used by analysis; None where the task is not in it.
+        qa_scorer: extractive QA only: `squad` (English normalisation in every language, as XTREME scores XQuAD and
+            TyDiQA-GoldP) or `mlqa` (MLQA's language-aware normalisation).
     """
 
     name: str
@@ -75,6 +77,7 @@ class TaskSpec:
     hf_splits: dict[str, str] = field(default_factory=dict)
     xtreme_group: str | None = None
     xtreme_r_group: str | None = None
+    qa_scorer: str = "squad"
 
     @property
     def headline_metric(self) -> str:
@@ -161,7 +164,7 @@ _SPECS = (
         },
         file_format="squad_json", train_sources=("squad",), withheld_label_splits=("test",),
         hf_dataset=("facebook/mlqa", "mlqa.{lang}.{lang}"), hf_splits={"dev": "validation", "test": "test"},
-        xtreme_group="qa", xtreme_r_group="qa",
+        xtreme_group="qa", xtreme_r_group="qa", qa_scorer="mlqa",
     ),
     TaskSpec(
         name="tydiqa", task_type=TaskType.EXTRACTIVE_QA, metrics=("f1", "exact_match"),

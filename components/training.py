@@ -110,14 +110,16 @@ def _stage_trainer(spec: TaskSpec, handler, model, tokenizer, stage: TrainingDat
     labels = spec.labels
     train_examples = stage.train[: config.max_train_examples] if config.max_train_examples else stage.train
     early_stopping = [EarlyStoppingCallback(config.early_stopping_patience)] if config.early_stopping_patience else []
+    select_features = handler.encode(stage.select, tokenizer, config.max_length, labels)
     return Trainer(
         model=model,
         args=_training_arguments(spec, config, output_dir),
         train_dataset=handler.encode(train_examples, tokenizer, config.max_length, labels),
-        eval_dataset=handler.encode(stage.select, tokenizer, config.max_length, labels),
+        eval_dataset=select_features,
         data_collator=handler.collator(tokenizer),
+        # The Trainer evaluates features in order, so QA can map its windows back to the selection examples.
         compute_metrics=lambda prediction: handler.selection_metrics(prediction.predictions, prediction.label_ids,
-                                                                     labels),
+                                                                     select_features, stage.select, labels),
         callbacks=[*callbacks, *early_stopping],
     )
 

@@ -45,6 +45,12 @@ TRAIN_OPTIONS = (
     click.option("--max-train-examples", type=int, default=0, show_default=True, help="Cap on training examples; 0 = all."),
     click.option("--early-stopping-patience", type=int, default=0, show_default=True),
     click.option("--freeze-word-embeddings", type=bool, default=True, show_default=True),
+    click.option("--train-source", default="",
+                 help="Train on this task's English train split instead of the registry's sources (e.g. tydiqa for "
+                      "xquad/mlqa: no SQuAD offline); empty = the registry's. Logged as train_source_override."),
+    click.option("--select-holdout", type=int, default=0, show_default=True,
+                 help="Select on the last N English training items instead of the dev split (tasks without an "
+                      "English dev split offline); 0 = dev split. The item ranges are logged."),
 )
 
 
@@ -55,15 +61,19 @@ def train_options(function):
 
 
 def run_training_phase(phase: str, task: str, train_lang: str, init_run_id: str, model_name: str, protocol: str,
-                       hand_on_encoder_only: bool, **config_values) -> str:
-    """Trains `task` in `train_lang` from the base model or an upstream run's encoder; logs `model/`; returns run id."""
+                       hand_on_encoder_only: bool, train_source: str, select_holdout: int, **config_values) -> str:
+    """Trains `task` in `train_lang` from the base model or an upstream run's encoder; logs `model/`; returns run id.
+
+    `train_source` and `select_holdout` are the data options of `components.data.training_stages`.
+    """
     spec = get_task(task)
     spec.check_lang(train_lang, training=True)
     resolved = resolve_model(model_name)
     config = TrainConfig(**config_values)
     protocol = resolve_protocol(spec, protocol)
     params = {"task": task, "source_lang": train_lang, "model": resolved.name, "method": "full",
-              "init_run_id": init_run_id, **config.as_params()}
+              "init_run_id": init_run_id, "train_source_override": train_source, "select_holdout": select_holdout,
+              **config.as_params()}
     with tracking.phase_run(phase, params, tags={"task": task}) as run_id:
         if init_run_id:
             upstream = tracking.finished_run(init_run_id, "intermediate")
@@ -72,7 +82,7 @@ def run_training_phase(phase: str, task: str, train_lang: str, init_run_id: str,
         elif phase == "target":
             tracking.log_params({"intermediate_task": "none"})
         tokenizer = load_tokenizer(resolved)
-        stages = training_stages(spec, protocol, train_lang)
+        stages = training_stages(spec, protocol, train_lang, train_source=train_source, select_holdout=select_holdout)
         tracking.log_params(stage_params(stages))
         with tempfile.TemporaryDirectory(prefix=f"xstilts-{phase}-") as work_dir:
             init = (resolve_model(str(tracking.download_model(init_run_id, "intermediate", Path(work_dir))))

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from components.data import (cut_dev_pool, evaluation_data, load_split, resolve_protocol, stage_params,
@@ -172,3 +174,48 @@ def test_xcopa_trains_on_socialiqa_then_copa_as_xtreme_r_does():
     params = stage_params([siqa, copa])
     assert params["stage1_task"] == "siqa" and params["stage2_n_train_examples"] == 400
     assert params["stage1_protocol_select_items"] == "1700-1953"
+
+
+XQUAD = get_task("xquad")
+
+
+def test_train_source_and_select_holdout_give_one_english_stage_with_logged_ranges():
+    (stage,) = training_stages(XQUAD, "standard", "en", train_source="tydiqa", select_holdout=300)
+    # TyDiQA-GoldP English train has 3,696 questions: 0-3395 train, the last 300 select.
+    assert (stage.task, len(stage.train), len(stage.select)) == ("xquad", 3396, 300)
+    assert stage.params == {"data_protocol": "standard", "train_source": "tydiqa", "select_source": "tydiqa train",
+                            "protocol_train_items": "0-3395", "protocol_select_items": "3396-3695"}
+    assert {example["lang"] for example in stage.train + stage.select} == {"en"}
+    assert stage.select[0]["question"] != stage.train[-1]["question"]
+
+
+def test_mlqa_on_a_train_source_selects_on_its_english_dev():
+    (stage,) = training_stages(get_task("mlqa"), "target-dev", "en", train_source="tydiqa")
+    assert (len(stage.train), len(stage.select), stage.params["select_source"]) == (3696, 1148, "dev")
+
+
+@pytest.mark.parametrize("task, protocol, options, message", [
+    ("xquad", "standard", {"train_source": "xnli"}, "--train-source xnli is a pair_classification task; xquad"),
+    ("xquad", "standard", {"train_source": "tydiqa", "select_holdout": 3696}, r"expected 1 to 3695"),
+    ("xquad", "standard", {"train_source": "tydiqa", "select_holdout": -1}, r"--select-holdout -1"),
+    ("xnli", "dev-split", {"select_holdout": 10}, "apply to the standard and target-dev protocols"),
+    ("xquad", "standard", {"train_source": "nosuchtask"}, "unknown task 'nosuchtask'"),
+])
+def test_impossible_data_options(task, protocol, options, message):
+    with pytest.raises(XstiltsInputError, match=message):
+        training_stages(get_task(task), protocol, "en", **options)
+
+
+def test_missing_english_dev_points_at_select_holdout(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(XstiltsInputError, match="cannot load xquad dev .* pass --select-holdout N"):
+        training_stages(XQUAD, "standard", "en", train_source="tydiqa")
+
+
+def test_qa_answer_away_from_its_offset_is_refused(tmp_path):
+    data = {"data": [{"paragraphs": [{"context": "The cat sat.", "qas": [
+        {"id": "q7", "question": "Who?", "answers": [{"text": "cat", "answer_start": 5}]}]}]}]}
+    path = write(tmp_path, "xtreme/download/xquad/xquad.de.json", json.dumps(data))
+    with pytest.raises(XstiltsInputError, match=f"{path}: question q7: answer 'cat' does not match its context at "
+                                                f"answer_start 5 \\(found 'at '\\)"):
+        load_split(XQUAD, "test", "de", tmp_path)
