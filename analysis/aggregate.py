@@ -1,0 +1,387 @@
+"""Pure functions: the tidy table -> scores, averages, gains, intervals and correlations (no MLflow, no files).
+
+Definitions (the report states the same):
+
+- **Configuration**: (method, model, intermediate task, intermediate source language); `intermediate_task = none` is
+  the no-intermediate baseline. **Cell**: a configuration x target task x score metric (see `benchmark`).
+- **Per-language score**: mean over seeds of a value; std over seeds (sample std, ddof=1; empty with one seed).
+  Seed `none` marks a deterministic run (retrieval straight from an encoder): it counts as one seed.
+- **Complete cell**: every expected seed has a value in every language of the task's list. Expected seeds: every
+  seed that runs of the same method, model and target task have, in any configuration (`none` only for a cell whose
+  runs are all deterministic). An incomplete cell is flagged, with what it lacks, and enters no average: an average is
+  never taken over fewer languages or seeds than it is defined on.
+- **Task average**: per seed, the plain mean over the task's registry languages, with English and without English;
+  then mean and std over seeds.
+- **Benchmark scores** (`benchmark.XTREME_R`, `benchmark.XTREME`): a group score is the mean of its tasks' averages
+  (each the mean over its seeds) and the overall score the mean over all the benchmark's tasks (unweighted, as the
+  official `all_task`), each in both QA variants. The std over seeds is that of the per-seed scores when every task
+  involved has the same seeds, and is left out (with a note) when they differ (e.g. a deterministic retrieval task).
+  Computed only when every task involved is complete.
+- **Low-resource average**: per seed, the mean over the task's languages that are in the low-resource list; complete
+  cells only.
+- **Gain over the baseline**: per seed, configuration minus the no-intermediate run of the same method and model
+  (paired by seed: the seed fixes the target phase's initialisation and data order; a deterministic run, seed `none`,
+  pairs with every seed), per language and for the task averages; then mean, std and a 95% bootstrap interval over
+  seeds. **Method difference**: the same with
+  "full fine-tuning of the same model and intermediate configuration" as the reference.
+- **Bootstrap interval**: percentile 95% interval of the mean of the per-seed gains (in seed order) over
+  `n_resamples` resamples of the seeds with replacement (numpy `default_rng(bootstrap_seed)`, the same draw for every
+  gain with the same number of seeds; `bootstrap_intervals` gives the exact formula); none with one seed.
+- **Gain vs distance**: Spearman rank correlation between the per-language gain (seed mean) and the typological
+  distance of the intermediate source language to the language, per cell, over the languages with a distance; only
+  with at least `MIN_CORRELATION_POINTS` points.
+"""
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from analysis.benchmark import (BENCHMARKS, EM_F1_MEAN, ENGLISH, QA_VARIANTS, REGISTRY_LANGS, Benchmark, is_qa,
+                                score_metric, score_metrics)
+from analysis.collect import CONFIG, NO_INTERMEDIATE
+from components.tasks import TASKS
+
+CELL = (*CONFIG, "target_task", "metric")
+NO_SEED = "none"
+REFERENCE_METHOD = "full"
+MIN_CORRELATION_POINTS = 5
+COVERAGE_COLUMNS = (*CELL, "n_langs", "n_seeds", "complete", "missing_langs", "missing_seeds", "note")
+BENCHMARK_COLUMNS = (*CONFIG, "benchmark", "group", "qa_variant", "score", "score_std", "n_seeds", "tasks", "note")
+_SCORE_KEYS = {f"{task}/{metric}" for task in TASKS for metric in score_metrics(task)}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Analysis choices: the low-resource languages and the bootstrap's size and seed."""
+
+    low_resource_langs: tuple[str, ...]
+    n_resamples: int = 10_000
+    bootstrap_seed: int = 0
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A paired comparison: rows whose `column` is `reference` against the rows that match them on `match`."""
+
+    name: str
+    column: str
+    reference: str
+    match: tuple[str, ...]
+
+
+INTERMEDIATE_GAIN = Comparison("gain over the no-intermediate baseline", "intermediate_task", NO_INTERMEDIATE,
+                               ("method", "model"))
+METHOD_DIFFERENCE = Comparison("difference from full fine-tuning", "method", REFERENCE_METHOD,
+                               ("model", "intermediate_task", "intermediate_source_lang"))
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Every table of the report (see the module docstring for definitions) and the notes on what was left out."""
+
+    per_language: pd.DataFrame
+    coverage: pd.DataFrame
+    task_averages: pd.DataFrame
+    benchmark_scores: pd.DataFrame
+    low_resource: pd.DataFrame
+    language_gains: pd.DataFrame
+    task_gains: pd.DataFrame
+    language_method_differences: pd.DataFrame
+    task_method_differences: pd.DataFrame
+    correlations: pd.DataFrame
+    notes: tuple[str, ...]
+
+
+def analyse(tidy: pd.DataFrame, distances: pd.DataFrame, settings: Settings) -> Analysis:
+    """All tables from the tidy table and the source-target distances (`typology.DISTANCE_COLUMNS`)."""
+    values = with_em_f1(tidy)
+    scores = score_table(values)
+    coverage = cell_coverage(scores, REGISTRY_LANGS)
+    per_seed = task_average_per_seed(scores, coverage, REGISTRY_LANGS)
+    by_language = scores.rename(columns={"value": "gain"})
+    by_task = per_seed.rename(columns={"avg": "gain", "avg_no_en": "gain_no_en"})
+    language_gains = with_distance(compare(by_language, ["gain"], INTERMEDIATE_GAIN, settings), distances)
+    configs = scores[list(CONFIG)].drop_duplicates()
+    notes = (*coverage.loc[~coverage["complete"], "note"],
+             *comparison_notes(configs, INTERMEDIATE_GAIN), *comparison_notes(configs, METHOD_DIFFERENCE),
+             *distance_notes(distances))
+    return Analysis(
+        per_language=over_seeds(values, [*CELL, "lang"], ["value"]),
+        coverage=coverage,
+        task_averages=task_averages(per_seed, coverage),
+        benchmark_scores=pd.concat([benchmark_scores(scores, benchmark) for benchmark in BENCHMARKS],
+                                   ignore_index=True),
+        low_resource=low_resource_averages(scores, coverage, settings.low_resource_langs),
+        language_gains=language_gains,
+        task_gains=compare(by_task, ["gain", "gain_no_en"], INTERMEDIATE_GAIN, settings),
+        language_method_differences=compare(by_language, ["gain"], METHOD_DIFFERENCE, settings),
+        task_method_differences=compare(by_task, ["gain", "gain_no_en"], METHOD_DIFFERENCE, settings),
+        correlations=distance_correlations(language_gains),
+        notes=notes,
+    )
+
+
+def intermediate_label(row):
+    """`task(source language)`, e.g. `anli(en)`, or `none`; `row` is a mapping of strings or a DataFrame (labels)."""
+    return row["intermediate_task"] + ("(" + row["intermediate_source_lang"] + ")").replace("()", "")
+
+
+def config_label(row):
+    """`method · model · intermediate(source)`, e.g. `full · xlm-roberta-base · anli(en)`; works like
+    `intermediate_label`."""
+    return row["method"] + " · " + row["model"] + " · " + intermediate_label(row)
+
+
+def with_em_f1(tidy: pd.DataFrame) -> pd.DataFrame:
+    """The tidy values plus, for QA tasks, an `em_f1_mean` = (exact_match + f1) / 2 value per run and language."""
+    keys = ["run_id", *CONFIG, "target_task", "seed", "lang"]
+    qa = tidy[tidy["target_task"].map(is_qa)]
+    both = qa[qa["metric"] == "f1"].merge(qa[qa["metric"] == "exact_match"], on=keys, suffixes=("", "_em"))
+    em_f1 = both[keys].assign(metric=EM_F1_MEAN, value=(both["value"] + both["value_em"]) / 2)
+    return pd.concat([tidy[[*keys, "metric", "value"]], em_f1], ignore_index=True)
+
+
+def score_table(values: pd.DataFrame) -> pd.DataFrame:
+    """The values of the metrics averages are taken over (`benchmark.score_metrics`)."""
+    wanted = (values["target_task"] + "/" + values["metric"]).isin(_SCORE_KEYS)
+    return values.loc[wanted, [*CELL, "seed", "lang", "value"]]
+
+
+def over_seeds(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
+    """Mean (`<column>`), sample std (`<column>_std`) and the number of seeds, per `by` group."""
+    statistics = {}
+    for column in columns:
+        statistics[column] = (column, "mean")
+        statistics[f"{column}_std"] = (column, "std")
+    return frame.groupby(by, sort=True).agg(**statistics, n_seeds=("seed", "nunique")).reset_index()
+
+
+def cell_coverage(scores: pd.DataFrame, langs_by_task: dict[str, tuple[str, ...]]) -> pd.DataFrame:
+    """One row per cell of a task in `langs_by_task`: what it lacks of the expected seeds and languages.
+
+    Returns:
+        `COVERAGE_COLUMNS`; `note` says what is missing and that the cell enters no average.
+    """
+    scores = scores[scores["target_task"].isin(langs_by_task)]
+    in_scope = scores.merge(_language_scope(langs_by_task), on=["target_task", "lang"])
+    cells = scores.groupby(list(CELL), sort=True)["seed"].agg(set).rename("seeds").reset_index()
+    cells = cells.merge(in_scope.groupby(list(CELL)).size().rename("pairs").reset_index(), on=list(CELL), how="left")
+    cells["n_seeds"] = cells["seeds"].map(len)
+    cells["n_langs"] = cells["target_task"].map({task: len(langs) for task, langs in langs_by_task.items()})
+    study = ["method", "model", "target_task", "metric"]
+    seeded = cells.assign(seeds=cells["seeds"].map(lambda seeds: seeds - {NO_SEED})).groupby(study)["seeds"].agg(
+        lambda sets: set().union(*sets))
+    cells["expected_seeds"] = [{NO_SEED} if seeds == {NO_SEED} else seeded[key]
+                               for seeds, key in zip(cells["seeds"], zip(*(cells[column] for column in study)))]
+    # Values are unique per cell, seed and language, so a cell is complete when it has every expected pair.
+    cells["complete"] = cells["pairs"] == cells["n_langs"] * cells["expected_seeds"].map(len)
+    cells["missing_langs"] = cells["missing_seeds"] = cells["note"] = ""
+    incomplete = cells[~cells["complete"]]
+    groups = dict(list(in_scope.merge(incomplete[list(CELL)], on=list(CELL)).groupby(list(CELL))))
+    for index, row in incomplete.iterrows():
+        group = groups.get(tuple(row[list(CELL)]), in_scope.iloc[:0])
+        langs_by_seed = group.groupby("seed")["lang"].agg(set)
+        missing_seeds = sorted(row["expected_seeds"] - set(langs_by_seed.index))
+        missing_langs = [lang for lang in langs_by_task[row["target_task"]]
+                         if any(lang not in present for present in langs_by_seed)]
+        lacks = [f"{label} {', '.join(items)}" for label, items in
+                 (("missing languages", missing_langs), ("missing seeds", missing_seeds)) if items]
+        cells.loc[index, ["missing_langs", "missing_seeds", "note"]] = [
+            ",".join(missing_langs), ",".join(missing_seeds),
+            f"{config_label(row)} × {row['target_task']} ({row['metric']}): {'; '.join(lacks)}: excluded from every "
+            f"average"]
+    return cells[list(COVERAGE_COLUMNS)]
+
+
+def _language_scope(langs_by_task: dict[str, tuple[str, ...]]) -> pd.DataFrame:
+    return pd.DataFrame([(task, lang) for task, langs in langs_by_task.items() for lang in langs],
+                        columns=["target_task", "lang"])
+
+
+def task_average_per_seed(scores: pd.DataFrame, coverage: pd.DataFrame,
+                          langs_by_task: dict[str, tuple[str, ...]]) -> pd.DataFrame:
+    """Per complete cell and seed: `avg` over the languages of `langs_by_task`, and `avg_no_en` without English."""
+    complete = coverage.loc[coverage["complete"], list(CELL)]
+    frame = scores.merge(_language_scope(langs_by_task), on=["target_task", "lang"]).merge(complete, on=list(CELL))
+    keys = [*CELL, "seed"]
+    averages = frame.groupby(keys)["value"].mean().rename("avg").to_frame()
+    averages["avg_no_en"] = frame[frame["lang"] != ENGLISH].groupby(keys)["value"].mean()
+    return averages.reset_index()
+
+
+def task_averages(per_seed: pd.DataFrame, coverage: pd.DataFrame) -> pd.DataFrame:
+    """Every cell: task average with and without English over seeds, or empty values and the coverage note."""
+    summary = over_seeds(per_seed, list(CELL), ["avg", "avg_no_en"]).drop(columns="n_seeds")
+    return coverage[[*CELL, "n_langs", "n_seeds", "note"]].merge(summary, on=list(CELL), how="left")
+
+
+def benchmark_scores(scores: pd.DataFrame, benchmark: Benchmark) -> pd.DataFrame:
+    """Group and overall scores of `benchmark` per configuration, in both QA variants (see the module docstring)."""
+    coverage = cell_coverage(scores, benchmark.langs)
+    per_seed = task_average_per_seed(scores, coverage, benchmark.langs)
+    configs = pd.MultiIndex.from_frame(coverage[list(CONFIG)].drop_duplicates())
+    tables = []
+    for variant in QA_VARIANTS:
+        chosen = per_seed[per_seed["metric"] == per_seed["target_task"].map(lambda task: score_metric(task, variant))]
+        by_seed = chosen.set_index([*CONFIG, "seed", "target_task"])["avg"].unstack("target_task").reindex(
+            columns=list(benchmark.tasks))
+        for group, tasks in [*benchmark.groups.items(), ("overall", benchmark.tasks)]:
+            tables.append(_group_scores(by_seed[list(tasks)], configs).reset_index().assign(
+                benchmark=benchmark.name, group=group, qa_variant=variant, tasks=",".join(tasks)))
+    return pd.concat(tables, ignore_index=True)[list(BENCHMARK_COLUMNS)]
+
+
+def _group_scores(by_seed: pd.DataFrame, configs: pd.MultiIndex) -> pd.DataFrame:
+    """Score, std and seeds of one task group per configuration, from task averages by (configuration, seed)."""
+    present = by_seed.notna()
+    grouped = present.groupby(level=list(CONFIG))
+    table = pd.DataFrame({"score": by_seed.groupby(level=list(CONFIG)).mean().mean(axis=1, skipna=False)})
+    # Per-seed scores exist only when every task has every seed: then the seeds' spread is the score's.
+    same_seeds = (present.all(axis=1) == present.any(axis=1)).groupby(level=list(CONFIG)).all()
+    per_seed = by_seed.mean(axis=1, skipna=False).groupby(level=list(CONFIG))
+    table["score_std"] = per_seed.std().where(same_seeds)
+    table["n_seeds"] = per_seed.count().where(same_seeds).astype("Int64")
+    missing = ~grouped.any()
+    table["note"] = [
+        f"not computed: no run or no complete cell for {', '.join(by_seed.columns[flags])}" if flags.any()
+        else "" if same else "its tasks have different seeds: mean of their seed means, no std"
+        for flags, same in zip(missing.to_numpy(), same_seeds)]
+    table = table.reindex(configs)
+    return table.fillna({"note": f"not computed: no run or no complete cell for {', '.join(by_seed.columns)}"})
+
+
+def low_resource_averages(scores: pd.DataFrame, coverage: pd.DataFrame,
+                          low_resource_langs: tuple[str, ...]) -> pd.DataFrame:
+    """Per cell of a task with low-resource languages: their average over seeds, or the coverage note."""
+    langs_by_task = {task: tuple(lang for lang in langs if lang in low_resource_langs)
+                     for task, langs in REGISTRY_LANGS.items()}
+    langs_by_task = {task: langs for task, langs in langs_by_task.items() if langs}
+    summary = over_seeds(task_average_per_seed(scores, coverage, langs_by_task), list(CELL), ["avg"])
+    cells = coverage.loc[coverage["target_task"].isin(langs_by_task), [*CELL, "note"]]
+    cells.insert(len(CELL), "low_resource_langs", cells["target_task"].map(lambda task: ",".join(langs_by_task[task])))
+    return cells.merge(summary, on=list(CELL), how="left")
+
+
+def bootstrap_intervals(samples: list[np.ndarray], n_resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile 95% interval of the mean of each sample (per-seed gains, in seed order), by bootstrap.
+
+    For a sample `values` of size n >= 2 the interval is exactly
+    `np.percentile(values[indices].mean(axis=1), [2.5, 97.5])` with
+    `indices = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))`: the same draw for every sample of
+    size n. It is computed over the distinct resamples (at most 126 for 5 seeds) and how often each was drawn, so
+    that thousands of gains cost little. Samples of fewer than two values get NaN.
+
+    Returns:
+        (lower bounds, upper bounds), one per sample.
+    """
+    low, high = np.full(len(samples), np.nan), np.full(len(samples), np.nan)
+    sizes = np.array([len(sample) for sample in samples])
+    for size in np.unique(sizes[sizes >= 2]):
+        rows = np.flatnonzero(sizes == size)
+        weights, frequency = _distinct_resamples(int(size), n_resamples, seed)
+        means = np.stack([samples[row] for row in rows]) @ weights.T
+        order = np.argsort(means, axis=1, kind="stable")
+        sorted_means = np.take_along_axis(means, order, axis=1)
+        cumulative = np.cumsum(frequency[order], axis=1)
+        for bounds, quantile in ((low, 0.025), (high, 0.975)):
+            position = quantile * (n_resamples - 1)  # numpy's default "linear" percentile
+            below = int(np.floor(position))
+            lower, upper = (np.take_along_axis(sorted_means, (cumulative > rank).argmax(axis=1)[:, None], axis=1)[:, 0]
+                            for rank in (below, min(below + 1, n_resamples - 1)))
+            bounds[rows] = lower + (position - below) * (upper - lower)
+    return low, high
+
+
+@functools.cache
+def _distinct_resamples(size: int, n_resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct resamples of `size` values as mean weights (count / size) and how often each was drawn."""
+    indices = np.random.default_rng(seed).integers(0, size, size=(n_resamples, size))
+    counts = np.zeros((n_resamples, size))
+    np.add.at(counts, (np.arange(n_resamples)[:, None], indices), 1)
+    distinct, frequency = np.unique(counts, axis=0, return_counts=True)
+    return distinct / size, frequency
+
+
+def paired_differences(frame: pd.DataFrame, columns: list[str], comparison: Comparison) -> pd.DataFrame:
+    """Per seed, each non-reference row's `columns` minus those of the reference row it matches.
+
+    `frame` holds `CONFIG`, `columns`, `seed` and key columns (task, metric, language); rows pair on the key columns,
+    `comparison.match` and the seed, where a deterministic row (seed `none`) pairs with every seed.
+    """
+    keys = [column for column in frame.columns if column not in (*CONFIG, *columns, "seed")]
+    is_reference = frame[comparison.column] == comparison.reference
+    reference = frame.loc[is_reference, [*comparison.match, *keys, "seed", *columns]]
+    paired = frame[~is_reference].merge(reference, on=[*comparison.match, *keys], suffixes=("", "_reference"))
+    seed, reference_seed = paired["seed"], paired.pop("seed_reference")
+    pairs = (seed == reference_seed) | (seed == NO_SEED) | (reference_seed == NO_SEED)
+    paired = paired[pairs].assign(seed=seed.where(seed != NO_SEED, reference_seed)[pairs])
+    for column in columns:
+        paired[column] = paired[column] - paired.pop(f"{column}_reference")
+    return paired
+
+
+def compare(frame: pd.DataFrame, columns: list[str], comparison: Comparison, settings: Settings) -> pd.DataFrame:
+    """Paired differences summarised over seeds: mean, std, 95% bootstrap interval (`<column>_ci_low/high`)."""
+    differences = paired_differences(frame, columns, comparison).sort_values("seed", kind="stable")
+    by = [column for column in differences.columns if column not in (*columns, "seed")]
+    summary = over_seeds(differences, by, columns)
+    for column in columns:
+        samples = [np.asarray(sample) for sample in differences.groupby(by, sort=True)[column].agg(list)]
+        summary[f"{column}_ci_low"], summary[f"{column}_ci_high"] = bootstrap_intervals(
+            samples, settings.n_resamples, settings.bootstrap_seed)
+    summary["note"] = np.where(summary["n_seeds"] < 2, "1 seed: no std, no interval", "")
+    return summary
+
+
+def comparison_notes(configs: pd.DataFrame, comparison: Comparison) -> list[str]:
+    """Why configurations get no row in a comparison: no reference run at all, or none that matches them."""
+    is_reference = configs[comparison.column] == comparison.reference
+    if is_reference.all():
+        return [f"every run has {comparison.column} = {comparison.reference}: no {comparison.name}"]
+    references = configs.loc[is_reference, list(comparison.match)].drop_duplicates()
+    unmatched = configs[~is_reference].merge(references, on=list(comparison.match), how="left", indicator=True)
+    return [f"{config_label(row)}: no run with {comparison.column} = {comparison.reference} and the same "
+            f"{', '.join(comparison.match)}, so no {comparison.name}"
+            for _, row in unmatched[unmatched["_merge"] == "left_only"].iterrows()]
+
+
+def with_distance(language_gains: pd.DataFrame, distances: pd.DataFrame) -> pd.DataFrame:
+    """Per-language gains with the distance of the intermediate source language to the language (NaN + note if none)."""
+    merged = language_gains.merge(distances.rename(columns={"source_lang": "intermediate_source_lang"}),
+                                  on=["intermediate_source_lang", "lang"], how="left")
+    merged.loc[merged["intermediate_source_lang"] == "", "distance_note"] = "no intermediate source language"
+    return merged
+
+
+def distance_notes(distances: pd.DataFrame) -> list[str]:
+    return [f"no typological distance for {row.source_lang} -> {row.lang}: {row.distance_note}"
+            for row in distances[distances["distance"].isna()].itertuples()]
+
+
+def distance_correlations(language_gains: pd.DataFrame) -> pd.DataFrame:
+    """Per cell: Spearman's rho (and its p-value) between per-language gain and distance, with n and a note."""
+    located = language_gains.dropna(subset=["distance"])
+    points_by_cell = dict(list(located.groupby(list(CELL))))
+    rows = []
+    for cell, n_gains in language_gains.groupby(list(CELL), sort=True).size().items():
+        points = points_by_cell.get(cell, located.iloc[:0])
+        row = {**dict(zip(CELL, cell)), "n": len(points), "n_without_distance": n_gains - len(points),
+               "spearman_rho": float("nan"), "p_value": float("nan"), "note": ""}
+        if len(points) < MIN_CORRELATION_POINTS:
+            row["note"] = f"{len(points)} languages with a distance: fewer than {MIN_CORRELATION_POINTS}, not computed"
+        elif points["distance"].nunique() < 2 or points["gain"].nunique() < 2:
+            row["note"] = "gain or distance is constant: no rank correlation"
+        else:
+            result = spearmanr(points["distance"], points["gain"])
+            row["spearman_rho"], row["p_value"] = float(result.statistic), float(result.pvalue)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*CELL, "n", "n_without_distance", "spearman_rho", "p_value", "note"])
+
+
+def source_target_pairs(tidy: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (intermediate source language, target language) pairs a gain can be computed for."""
+    treated = tidy[(tidy["intermediate_task"] != NO_INTERMEDIATE) & (tidy["intermediate_source_lang"] != "")]
+    return sorted(set(zip(treated["intermediate_source_lang"], treated["lang"])))

@@ -1,0 +1,56 @@
+"""`analysis`: `evaluate` runs from the tracking server -> XTREME / XTREME-R scores, gains, intervals, typology.
+
+Reads: FINISHED `evaluate` runs (metrics `eval/<task>/<lang>/<metric>`) selected by `--experiment`,
+`--parent-run-id` and `--tags`. Writes: `--output-dir` (tables/*.csv and *.md, figures/*.png, report.md,
+report.html), the same files as artifacts `analysis/` of one `analysis` run, and a short summary on stdout.
+Run it as `mlflow run . -e analysis --experiment-name xstilts-demo -P experiment=xstilts-demo` (the analysis run then
+sits next to the study's runs) or `python -m analysis.main --experiment xstilts-demo`.
+"""
+
+from pathlib import Path
+
+import click
+
+from analysis import aggregate, benchmark, collect, report, typology
+from components import tracking
+from pipelines.cli import entry_point
+
+ARTIFACT_PATH = "analysis"
+
+
+@click.command()
+@click.option("--experiment", default="", help="Experiment name or id; empty = every experiment.")
+@click.option("--parent-run-id", default="", help="Only the children of this run (a study's `main` run).")
+@click.option("--tags", default="", help="Comma-separated key=value tags every analysed run carries.")
+@click.option("--output-dir", default="outputs/analysis", show_default=True,
+              help="Folder for the report; emptied first if an earlier analysis wrote it.")
+@click.option("--low-resource-langs", default="",
+              help="Comma-separated languages; empty = configs/low_resource_languages.yaml.")
+@click.option("--distance", default=typology.DEFAULT_DISTANCE, show_default=True,
+              help=f"URIEL+ distance kind: {', '.join(typology.DISTANCE_KINDS)}.")
+@click.option("--n-bootstrap", type=click.IntRange(min=100), default=10_000, show_default=True,
+              help="Bootstrap resamples of the seeds for each 95% interval.")
+@click.option("--bootstrap-seed", type=int, default=0, show_default=True)
+@entry_point
+def main(experiment: str, parent_run_id: str, tags: str, output_dir: str, low_resource_langs: str, distance: str,
+         n_bootstrap: int, bootstrap_seed: int) -> None:
+    settings = aggregate.Settings(benchmark.low_resource_langs(low_resource_langs), n_bootstrap, bootstrap_seed)
+    selection = collect.RunSelection(experiment, collect.check_run_id(parent_run_id), collect.parse_tags(tags))
+    typology.check_kind(distance)
+    folder = Path(output_dir)
+    report.check_output_dir(folder)
+    collected = collect.collect(selection)
+    distances = typology.distances(aggregate.source_target_pairs(collected.tidy), distance)
+    analysis = aggregate.analyse(collected.tidy, distances, settings)
+    params = {"experiment": experiment, "parent_run_id": parent_run_id, "tags": tags, "distance": distance,
+              "low_resource_langs": ",".join(settings.low_resource_langs), "n_bootstrap": n_bootstrap,
+              "bootstrap_seed": bootstrap_seed, "n_finished_runs": collected.status_counts["FINISHED"],
+              "n_ignored_runs": sum(collected.ignored_runs.values())}
+    with tracking.phase_run("analysis", params) as run_id:
+        report.write_report(report.prepare_output_dir(folder), collected, analysis, settings, distance, run_id)
+        tracking.log_dir(folder, ARTIFACT_PATH)
+    click.echo(report.summary(collected, analysis, folder, run_id))
+
+
+if __name__ == "__main__":
+    main()

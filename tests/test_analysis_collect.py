@@ -1,0 +1,93 @@
+"""Runs logged with mlflow into a temporary store -> the tidy table: filters, statuses and values left out."""
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from analysis.collect import RunSelection, collect, parse_tags
+from components.errors import XstiltsInputError
+
+CONTRACT = {"task": "xnli", "model": "m", "method": "full", "seed": "1", "intermediate_task": "anli",
+            "intermediate_source_lang": "en", "data_protocol": "dev-split"}
+
+
+def log_run(metrics, params=None, phase="evaluate", status="FINISHED", tags=None, parent_run_id=None,
+            experiment="study"):
+    """One run as the evaluate phase leaves it (or in another phase or status); returns its id."""
+    run_tags = {"xlt.phase": phase, **(tags or {})}
+    if parent_run_id:
+        run_tags["mlflow.parentRunId"] = parent_run_id
+    with mlflow.start_run(experiment_id=experiment_id(experiment), tags=run_tags) as run:
+        mlflow.log_params(CONTRACT if params is None else params)
+        mlflow.log_metrics(metrics)
+    if status != "FINISHED":
+        MlflowClient().set_terminated(run.info.run_id, status)
+    return run.info.run_id
+
+
+def experiment_id(name):
+    """The id of experiment `name`, created if needed (without `set_experiment`, which would leak into other tests)."""
+    client = MlflowClient()
+    existing = client.get_experiment_by_name(name)
+    return existing.experiment_id if existing else client.create_experiment(name)
+
+
+def test_finished_evaluate_runs_become_tidy_rows_and_the_rest_is_counted(tracking_store):
+    good = log_run({"eval/xnli/de/accuracy": 61.5, "eval/xnli/en/accuracy": 80.0, "peak_rss_mb": 900.0})
+    log_run({"eval/xnli/de/accuracy": 10.0}, status="FAILED")
+    log_run({"eval/xnli/de/accuracy": 11.0}, status="RUNNING")
+    log_run({"eval/xnli/de/accuracy": 12.0}, phase="target")
+    collected = collect(RunSelection(experiment="study"))
+    assert collected.status_counts == {"FINISHED": 1, "FAILED": 1, "RUNNING": 1}
+    assert collected.ignored_runs == {"FAILED": 1, "RUNNING": 1}
+    rows = collected.tidy.set_index("lang")
+    assert rows.loc["de", "value"] == 61.5 and rows.loc["en", "value"] == 80.0
+    assert set(rows["run_id"]) == {good} and set(rows["target_task"]) == {"xnli"}
+    assert rows.loc["de", ["intermediate_task", "intermediate_source_lang", "method", "seed", "metric"]].tolist() == \
+        ["anli", "en", "full", "1", "accuracy"]
+
+
+def test_values_that_cannot_be_trusted_are_left_out_with_the_reason(tracking_store):
+    log_run({"eval/xnli/de/accuracy": 61.0, "eval/xnli/de/acc": 61.0, "eval/xnli/xx/accuracy": 50.0,
+             "eval/pawsx/de/accuracy": 70.0, "eval/xnli/fr/accuracy": 0.61})
+    log_run({"eval/xnli/fr/accuracy": 62.0, "eval/xnli/de/accuracy": 140.0})
+    log_run({"eval/xnli/de/accuracy": 60.0}, params={key: CONTRACT[key] for key in ("task", "model", "method")})
+    collected = collect(RunSelection(experiment="study"))
+    reasons = dict(zip(collected.problems["item"], collected.problems["reason"]))
+    assert reasons["eval/xnli/de/acc"] == "metric not among the task's registry metrics"
+    assert reasons["eval/xnli/xx/accuracy"] == "language not in the task's registry languages"
+    assert reasons["eval/pawsx/de/accuracy"] == "metric key's task differs from the run's `task` param"
+    assert reasons["eval/xnli/de/accuracy"] == "value off the 0-100 scale"
+    assert reasons["eval/xnli/fr/accuracy"] == "superseded by a later run of the same configuration, seed and language"
+    assert reasons["params"] == "missing param(s) seed, intermediate_task"
+    assert collected.tidy[["lang", "value"]].values.tolist() == [["de", 61.0], ["fr", 62.0]]
+
+
+def test_parent_run_and_tag_filters(tracking_store):
+    with mlflow.start_run(experiment_id=experiment_id("study"), tags={"xlt.phase": "main"}) as parent:
+        pass
+    child = log_run({"eval/xnli/de/accuracy": 61.0}, parent_run_id=parent.info.run_id, tags={"study": "a"})
+    other = log_run({"eval/xnli/de/accuracy": 62.0}, params={**CONTRACT, "seed": "2"}, tags={"study": "b"})
+    assert set(collect(RunSelection(parent_run_id=parent.info.run_id)).tidy["run_id"]) == {child}
+    assert set(collect(RunSelection(tags=parse_tags("study=b"))).tidy["run_id"]) == {other}
+    assert set(collect(RunSelection()).tidy["run_id"]) == {child, other}
+    assert "tags.`mlflow.parentRunId` = 'abc'" in RunSelection(parent_run_id="abc").filter_string()
+
+
+def test_bad_selections_fail_clearly(tracking_store):
+    log_run({"eval/xnli/de/accuracy": 61.0}, status="RUNNING")
+    for selection, message in [
+        (RunSelection(experiment="nope"), "experiment 'nope' does not exist"),
+        (RunSelection(parent_run_id="0123456789abcdef0123456789abcdef"), "parent run '0123456789abcdef"),
+        (RunSelection(tags=(("study", "z"),)), "no `evaluate` runs match all experiments, tag study=z"),
+        (RunSelection(experiment="study"), r"none is FINISHED \(1 RUNNING\)"),
+    ]:
+        with pytest.raises(XstiltsInputError, match=message):
+            collect(selection)
+
+
+def test_tag_filters_refuse_what_would_break_the_filter_string():
+    assert parse_tags(" study = a , xlt.task=xnli,") == (("study", "a"), ("xlt.task", "xnli"))
+    for bad in ("study", "stu`dy=a", "study=it's"):
+        with pytest.raises(XstiltsInputError, match="expected key=value"):
+            parse_tags(bad)
