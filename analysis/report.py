@@ -256,7 +256,8 @@ def gain_heatmap(task_gains: pd.DataFrame, path: Path) -> str:
     colours = plt.get_cmap("RdBu").with_extremes(bad="lightgrey")  # a missing gain must not look like 0 (white)
     figure, axes = plt.subplots(len(panels), 1, squeeze=False, layout="constrained",
                                 height_ratios=[len(grid) + 2 for _, grid in panels],
-                                figsize=(2 + 1.1 * gains["target_task"].nunique(),
+                                # wide enough for the panel titles even with one target task
+                                figsize=(max(7.0, 2 + 1.1 * gains["target_task"].nunique()),
                                          sum(1.5 + 0.3 * len(grid) for _, grid in panels)))
     for axis, ((method, model), grid) in zip(axes[:, 0], panels):
         limit = max(float(grid.abs().max().max()), 0.1)

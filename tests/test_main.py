@@ -17,11 +17,12 @@ def write_config(tmp_path, text):
     return path
 
 
-def test_reads_the_shipped_demo_chain():
+def test_reads_the_shipped_demo_chains():
     from components.settings import PROJECT_ROOT
     chain = read_chain(PROJECT_ROOT / "configs" / "demo.yaml")
-    assert list(chain) == ["intermediate", "target", "evaluate"]
-    assert chain["intermediate"]["task"] == "anli" and chain["target"]["task"] == "xnli"
+    baseline = read_chain(PROJECT_ROOT / "configs" / "demo-baseline.yaml")
+    assert list(chain) == ["intermediate", "target", "evaluate"] and list(baseline) == ["target", "evaluate"]
+    assert chain["intermediate"]["task"] == "anli" and chain["target"] == baseline["target"]
 
 
 @pytest.mark.parametrize("text, message", [
