@@ -1,9 +1,15 @@
-"""`evaluate`: zero-shot evaluation of a `target` run in every language of its task.
+"""`evaluate`: zero-shot evaluation in every language of a task, in one of two modes.
 
-Reads: `--train-run-id` (a FINISHED `target` run: its `model/` and params). Writes: metrics
-`eval/<task>/<lang>/<metric>` and `eval_examples/<task>/<lang>`, artifacts `predictions/<task>/test-<lang>.<ext>`
-(the XTREME submission layout). Upstream params (task, intermediate task, source language, model, method, seed)
-are copied so the analysis stage finds everything on the evaluate run.
+- Trained tasks: `--train-run-id`, a FINISHED `target` run whose `model/` (encoder and head) predicts. Its params
+  (task, intermediate task, source language, model, method, seed) are copied so the analysis stage finds
+  everything on the evaluate run.
+- Retrieval without task training (`--task tatoeba|bucc2018`): the encoder is the `model/` of a FINISHED
+  `intermediate` or `target` run (`--encoder-run-id`) or a base model (`--model`). Pooled hidden states of one layer,
+  then cosine nearest neighbour (Tatoeba) or ratio-margin mining with a threshold from the dev gold (BUCC).
+
+Writes: metrics `eval/<task>/<lang>/<metric>` and `eval_examples/<task>/<lang>/n`; for BUCC also
+`eval_details/bucc2018/<lang>/{threshold,candidates,predicted}` (no registry metric, so kept out of `eval/`); artifacts
+`predictions/<task>/test-<lang>.<ext>` (the XTREME submission layout).
 """
 
 import tempfile
@@ -13,27 +19,89 @@ import click
 
 from components import tracking
 from components.data import evaluation_data
+from components.errors import XstiltsInputError
 from components.evaluation import evaluate_language
-from components.models import load_pretrained, load_tokenizer, resolve_model
-from components.tasks import get_task
+from components.models import MODELS, ModelSpec, load_model, load_pretrained, load_tokenizer, resolve_model
+from components.retrieval import RETRIEVAL_TASKS, RetrievalResult, check_embedding_options, check_files, \
+    hidden_state_index
+from components.tasks import TaskSpec, get_task
 from components.task_types import handler_for
-from pipelines.cli import entry_point
+from pipelines.cli import DEFAULT_MODEL, entry_point
 
 COPIED_PARAMS = ("task", "model", "method", "seed", "intermediate_task", "intermediate_source_lang", "init_run_id",
                  "data_protocol", "max_length")
+ENCODER_PHASES = ("intermediate", "target")
+RETRIEVAL_CHOICES = " | ".join(RETRIEVAL_TASKS)
 
 
 @click.command()
-@click.option("--train-run-id", required=True, help="Run id of a FINISHED `target` run.")
+@click.option("--train-run-id", default="", help="Trained tasks: run id of a FINISHED `target` run.")
+@click.option("--task", default="", help=f"Retrieval without task training: {RETRIEVAL_CHOICES}.")
+@click.option("--encoder-run-id", default="",
+              help="Retrieval: a FINISHED `intermediate` or `target` run whose `model/` encodes.")
+@click.option("--model", "model_name", default="",
+              help=f"Retrieval without a run id: registered name or local folder [default: {DEFAULT_MODEL}].")
+@click.option("--layer", default="",
+              help="Retrieval: index into hidden_states (0 = embeddings, -1 = last); default: the model's.")
+@click.option("--pooling", default="", help="Retrieval: mean | cls; default: the model's.")
 @click.option("--langs", default="", help="Comma-separated languages; empty = every language of the task.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--max-pairs", type=int, default=0, show_default=True,
+              help="Retrieval debug cap per language: Tatoeba pairs, or BUCC gold pairs (with as many other "
+                   "sentences per side); 0 = all.")
 @entry_point
-def main(train_run_id: str, langs: str, batch_size: int) -> None:
-    upstream = tracking.finished_run(train_run_id, "target").data.params
-    spec = get_task(upstream["task"])
+def main(train_run_id: str, task: str, encoder_run_id: str, model_name: str, layer: str, pooling: str, langs: str,
+         batch_size: int, max_pairs: int) -> None:
+    retrieval_options = {"--task": task, "--encoder-run-id": encoder_run_id, "--model": model_name,
+                         "--layer": layer, "--pooling": pooling, "--max-pairs": max_pairs}
+    if train_run_id:
+        _refuse_retrieval_options(retrieval_options)
+        run_id = evaluate_trained(train_run_id, langs, batch_size)
+    elif task:
+        run_id = evaluate_retrieval(task, encoder_run_id, model_name, _layer(layer), pooling, langs, batch_size,
+                                    max_pairs)
+    else:
+        raise XstiltsInputError(f"pass --train-run-id <target run> (trained tasks) or --task {RETRIEVAL_CHOICES} "
+                                "(retrieval without task training)")
+    click.echo(f"evaluate run {run_id}")
+
+
+def _refuse_retrieval_options(options: dict[str, object]) -> None:
+    given = [name for name, value in options.items() if value]
+    if given:
+        raise XstiltsInputError(
+            f"--train-run-id evaluates the task of a trained `target` run; {', '.join(given)} belong to retrieval "
+            f"without task training (--task {RETRIEVAL_CHOICES}); to evaluate a run's encoder on a retrieval task, "
+            "pass it as --encoder-run-id"
+        )
+
+
+def _layer(text: str) -> int | None:
+    """The --layer option: "" (MLproject's default) means the model's retrieval layer."""
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise XstiltsInputError(f"--layer must be an integer index into hidden_states, got {text!r}") from None
+
+
+def _languages(spec: TaskSpec, langs: str) -> list[str]:
     languages = [lang.strip() for lang in langs.split(",") if lang.strip()] or list(spec.langs)
     for lang in languages:
         spec.check_lang(lang)
+    return languages
+
+
+def _echo_metrics(task: str, lang: str, metrics: dict[str, float]) -> None:
+    click.echo(f"{task} {lang}: " + ", ".join(f"{name}={value:.2f}" for name, value in metrics.items()))
+
+
+def evaluate_trained(train_run_id: str, langs: str, batch_size: int) -> str:
+    """Scores a `target` run's model in each language of its task; returns the evaluate run's id."""
+    upstream = tracking.finished_run(train_run_id, "target").data.params
+    spec = get_task(upstream["task"])
+    languages = _languages(spec, langs)
     handler = handler_for(spec)
     copied = {key: upstream[key] for key in COPIED_PARAMS if key in upstream}
     with tracking.phase_run("evaluate", {**copied, "train_run_id": train_run_id, "langs": ",".join(languages)},
@@ -49,8 +117,107 @@ def main(train_run_id: str, langs: str, batch_size: int) -> None:
             tracking.log_language_metrics("eval_examples", spec.name, lang, {"n": result.n_examples})
             tracking.log_text(result.prediction_file, f"{tracking.PREDICTIONS_ARTIFACT}/{spec.name}/test-{lang}."
                                                       f"{handler.prediction_extension}")
-            click.echo(f"{spec.name} {lang}: " + ", ".join(f"{k}={v:.2f}" for k, v in result.metrics.items()))
-    click.echo(f"evaluate run {run_id}")
+            _echo_metrics(spec.name, lang, result.metrics)
+    return run_id
+
+
+def evaluate_retrieval(task: str, encoder_run_id: str, model_name: str, layer: int | None, pooling: str, langs: str,
+                       batch_size: int, max_pairs: int) -> str:
+    """Scores an encoder, without task training, on a retrieval task in each language; returns the run's id.
+
+    Args:
+        encoder_run_id: a FINISHED `intermediate` or `target` run whose `model/` encodes; else `model_name`.
+        model_name: registered name or local folder; "" = the default model.
+        layer, pooling: hidden state and pooling; None / "" = the model's registry defaults.
+        max_pairs: debug cap per language; 0 = all.
+    """
+    spec = get_task(task)
+    if spec.name not in RETRIEVAL_TASKS:
+        raise XstiltsInputError(f"task {spec.name!r} is evaluated from a trained model: pass --train-run-id of its "
+                                f"`target` run (--task is for retrieval without task training: {RETRIEVAL_CHOICES})")
+    if encoder_run_id and model_name:
+        raise XstiltsInputError("pass --encoder-run-id or --model, not both: the run's `model/` is the encoder")
+    if max_pairs < 0:
+        raise XstiltsInputError(f"--max-pairs must be 0 (all) or a positive cap, got {max_pairs}")
+    languages = _languages(spec, langs)
+    check_files(spec.name, languages)
+    model, tokenizer, params, base = _load_encoder(encoder_run_id, model_name)
+    options = _embedding_options(model, base, layer, pooling, batch_size)
+    params.update(task=spec.name, langs=",".join(languages), max_pairs=max_pairs,
+                  **{key: options[key] for key in ("layer", "pooling", "prefix")})
+    evaluate_one = RETRIEVAL_TASKS[spec.name].evaluate
+    with tracking.phase_run("evaluate", params, tags={"task": spec.name}) as run_id:
+        for lang in languages:
+            result = evaluate_one(model, tokenizer, lang, limit=max_pairs or None, **options)
+            _log_retrieval_result(spec.name, lang, result)
+            _echo_metrics(spec.name, lang, result.metrics)
+    return run_id
+
+
+def _load_encoder(encoder_run_id: str, model_name: str):
+    """The encoder and tokenizer, the params saying where they come from, and the base model's registry spec."""
+    upstream = _encoder_run(encoder_run_id) if encoder_run_id else None
+    with tempfile.TemporaryDirectory(prefix="xstilts-evaluate-") as work_dir:
+        resolved = resolve_model(str(_download_encoder(upstream, Path(work_dir))) if upstream
+                                 else model_name or DEFAULT_MODEL)
+        model, tokenizer = load_model(resolved), load_tokenizer(resolved)
+    params = _encoder_params(upstream, resolved.name)
+    # Retrieval defaults belong to the base model: a downloaded `model/` folder resolves to a spec without them.
+    return model, tokenizer, params, MODELS.get(params["model"], resolved.spec)
+
+
+def _embedding_options(model, base: ModelSpec, layer: int | None, pooling: str, batch_size: int) -> dict:
+    """`embed` options: the requested layer and pooling or the base model's, its prefix; the layer as a non-negative
+    index so that the logged value compares across models."""
+    layer = base.retrieval_layer if layer is None else layer
+    pooling = pooling or base.pooling
+    check_embedding_options(model, layer, pooling, batch_size)
+    return {"layer": hidden_state_index(model, layer), "pooling": pooling, "prefix": base.retrieval_prefix,
+            "batch_size": batch_size}
+
+
+def _encoder_run(run_id: str):
+    """The FINISHED `intermediate` or `target` run `run_id`. `tracking.finished_run` checks one phase, so each is
+    tried; when neither fits, both reasons are given (one of them is the real one)."""
+    reasons = []
+    for phase in ENCODER_PHASES:
+        try:
+            return tracking.finished_run(run_id, phase)
+        except XstiltsInputError as error:
+            reasons.append(str(error))
+    raise XstiltsInputError(f"--encoder-run-id {run_id}: expected a FINISHED `intermediate` or `target` run; "
+                            + "; ".join(dict.fromkeys(reasons)))
+
+
+def _download_encoder(upstream, work_dir: Path) -> Path:
+    phase = upstream.data.tags[f"{tracking.TAG_PREFIX}phase"]
+    return tracking.download_model(upstream.info.run_id, phase, work_dir)
+
+
+def _encoder_params(upstream, model_name: str) -> dict[str, str]:
+    """Where the encoder comes from, in the params the analysis stage groups by."""
+    if upstream is None:
+        # The untrained encoder is the retrieval baseline of every fully fine-tuned study arm (XTREME evaluates Tatoeba
+        # and BUCC without task training), hence method "full"; nothing random happens, hence no seed.
+        return {"model": model_name, "method": "full", "seed": "none", "encoder_run_id": "", "encoder_task": "none",
+                "intermediate_task": "none"}
+    params = upstream.data.params
+    if upstream.data.tags[f"{tracking.TAG_PREFIX}phase"] == "intermediate":
+        intermediate = {"intermediate_task": params["task"], "intermediate_source_lang": params.get("source_lang", "")}
+    else:
+        intermediate = {"intermediate_task": params.get("intermediate_task", "none"),
+                        "intermediate_source_lang": params.get("intermediate_source_lang", "")}
+    return {"model": params["model"], "method": params.get("method", "full"), "seed": params.get("seed", "none"),
+            "encoder_run_id": upstream.info.run_id, "encoder_task": params["task"], **intermediate}
+
+
+def _log_retrieval_result(task: str, lang: str, result: RetrievalResult) -> None:
+    tracking.log_language_metrics("eval", task, lang, result.metrics)
+    tracking.log_language_metrics("eval_examples", task, lang, {"n": result.n_examples})
+    tracking.log_language_metrics("eval_details", task, lang, result.details)
+    tracking.log_params({f"{name}/{task}/{lang}": value for name, value in result.notes.items()})
+    for name, text in result.prediction_files.items():
+        tracking.log_text(text, f"{tracking.PREDICTIONS_ARTIFACT}/{task}/{name}")
 
 
 if __name__ == "__main__":
