@@ -65,16 +65,17 @@ def log_text(text: str, artifact_file: str) -> None:
     mlflow.log_text(text, artifact_file)
 
 
-def finished_run(run_id: str, expected_phase: str):
-    """The FINISHED run `run_id` of phase `expected_phase`, or one clear error saying what is wrong with it."""
+def finished_run(run_id: str, *expected_phases: str):
+    """The FINISHED run `run_id` of one of `expected_phases`, or one clear error saying what is wrong with it."""
     mlflow.set_tracking_uri(default_tracking_uri())
     try:
         run = MlflowClient().get_run(run_id)
     except Exception:
         raise XstiltsInputError(f"run {run_id!r} does not exist in the tracking store {default_tracking_uri()}") from None
     phase = run.data.tags.get(f"{TAG_PREFIX}phase")
-    if phase != expected_phase:
-        raise XstiltsInputError(f"run {run_id} is a {phase!r} run; expected a {expected_phase!r} run")
+    if phase not in expected_phases:
+        expected = " or ".join(repr(expected_phase) for expected_phase in expected_phases)
+        raise XstiltsInputError(f"run {run_id} is a {phase!r} run; expected a {expected} run")
     if run.info.status != "FINISHED":
         raise XstiltsInputError(f"run {run_id} is {run.info.status}; only FINISHED runs are handed on")
     return run

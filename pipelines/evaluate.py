@@ -177,16 +177,12 @@ def _embedding_options(model, base: ModelSpec, layer: int | None, pooling: str, 
 
 
 def _encoder_run(run_id: str):
-    """The FINISHED `intermediate` or `target` run `run_id`. `tracking.finished_run` checks one phase, so each is
-    tried; when neither fits, both reasons are given (one of them is the real one)."""
-    reasons = []
-    for phase in ENCODER_PHASES:
-        try:
-            return tracking.finished_run(run_id, phase)
-        except XstiltsInputError as error:
-            reasons.append(str(error))
-    raise XstiltsInputError(f"--encoder-run-id {run_id}: expected a FINISHED `intermediate` or `target` run; "
-                            + "; ".join(dict.fromkeys(reasons)))
+    """The FINISHED `intermediate` or `target` run `run_id`."""
+    try:
+        return tracking.finished_run(run_id, *ENCODER_PHASES)
+    except XstiltsInputError as error:
+        raise XstiltsInputError(f"--encoder-run-id {run_id}: expected a FINISHED `intermediate` or `target` run; "
+                                f"{error}") from None
 
 
 def _download_encoder(upstream, work_dir: Path) -> Path:
