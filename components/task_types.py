@@ -44,7 +44,18 @@ class TaskHandler:
         return output.logits
 
 
-class ClassificationHandler(TaskHandler):
+class AccuracyHandler(TaskHandler):
+    """Handlers whose prediction is one arg-max per example (a label or a choice), scored by accuracy."""
+
+    def selection_metrics(self, logits: np.ndarray, label_ids: np.ndarray, features: Sequence[dict],
+                          examples: Sequence[Example], labels: Sequence[str]) -> dict[str, float]:
+        return accuracy(list(label_ids), list(logits.argmax(axis=-1)))
+
+    def score(self, examples: Sequence[Example], predictions: Sequence) -> dict[str, float]:
+        return accuracy([example["label"] for example in examples], predictions)
+
+
+class ClassificationHandler(AccuracyHandler):
     """Single-sentence and sentence-pair classification (XNLI, PAWS-X, MNLI, ANLI, QQP, SST-2)."""
 
     auto_model = AutoModelForSequenceClassification
@@ -66,13 +77,6 @@ class ClassificationHandler(TaskHandler):
     def decode(self, logits: Sequence[np.ndarray], features: Sequence[dict], examples: Sequence[Example],
                labels: Sequence[str]) -> list[str]:
         return [labels[index] for index in np.stack(logits).argmax(axis=-1)]
-
-    def selection_metrics(self, logits: np.ndarray, label_ids: np.ndarray, features: Sequence[dict],
-                          examples: Sequence[Example], labels: Sequence[str]) -> dict[str, float]:
-        return accuracy(list(label_ids), list(logits.argmax(axis=-1)))
-
-    def score(self, examples: Sequence[Example], predictions: Sequence[str]) -> dict[str, float]:
-        return accuracy([example["label"] for example in examples], predictions)
 
     def prediction_file(self, predictions: Sequence[str]) -> str:
         """XTREME submission format: one label per line, in evaluation order."""
@@ -130,7 +134,7 @@ class TokenClassificationHandler(TaskHandler):
         return "".join("".join(f"{tag}\n" for tag in tags) + "\n" for tags in predictions)
 
 
-class MultipleChoiceHandler(TaskHandler):
+class MultipleChoiceHandler(AccuracyHandler):
     """Multiple choice (XCOPA, COPA, SocialIQA, HellaSwag, CommonsenseQA, Cosmos QA): one score per choice.
 
     Each choice is encoded as the pair (context, question + choice) and the head scores it; the label is the index
@@ -160,13 +164,6 @@ class MultipleChoiceHandler(TaskHandler):
     def decode(self, logits: Sequence[np.ndarray], features: Sequence[dict], examples: Sequence[Example],
                labels: Sequence[str]) -> list[int]:
         return [int(row.argmax()) for row in logits]
-
-    def selection_metrics(self, logits: np.ndarray, label_ids: np.ndarray, features: Sequence[dict],
-                          examples: Sequence[Example], labels: Sequence[str]) -> dict[str, float]:
-        return accuracy(list(label_ids), list(logits.argmax(axis=-1)))
-
-    def score(self, examples: Sequence[Example], predictions: Sequence[int]) -> dict[str, float]:
-        return accuracy([example["label"] for example in examples], predictions)
 
     def prediction_file(self, predictions: Sequence[int]) -> str:
         """XTREME submission format for XCOPA: JSON lines, each with the predicted `label`."""
