@@ -26,9 +26,12 @@ def _longest_input(feature: dict) -> int:
 LABEL_KEYS = ("labels", "start_positions", "end_positions")  # what the collators add for the loss
 
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def predict_logits(model: torch.nn.Module, features: list[dict], handler: TaskHandler, tokenizer,
-                   batch_size: int) -> list[np.ndarray]:
-    """Logits per input, in input order, without padding positions.
+                   batch_size: int, precision: str = "fp32") -> list[np.ndarray]:
+    """Logits per input, in input order, without padding positions, computed on the model's device.
 
     Batches are formed over length-sorted inputs so each pads only to its own longest.
     """
@@ -36,13 +39,15 @@ def predict_logits(model: torch.nn.Module, features: list[dict], handler: TaskHa
     order = sorted(range(len(features)), key=lambda index: _longest_input(features[index]))
     outputs = [None] * len(features)
     model.eval()
-    with torch.inference_mode():
+    device = next(model.parameters()).device
+    autocast = torch.autocast(device.type, dtype=AUTOCAST_DTYPES.get(precision), enabled=precision in AUTOCAST_DTYPES)
+    with torch.inference_mode(), autocast:
         for start in range(0, len(order), batch_size):
             batch_indices = order[start: start + batch_size]
             batch = collator([features[i] for i in batch_indices])
             for key in LABEL_KEYS:
                 batch.pop(key, None)
-            logits = handler.model_logits(model(**batch)).float().numpy()
+            logits = handler.model_logits(model(**{key: value.to(device) for key, value in batch.items()})).float().cpu().numpy()
             for index, row in zip(batch_indices, logits):
                 # Per-token logits (tagging, QA) are cut back to the input's own length; padding is on the right.
                 outputs[index] = row[: len(features[index]["input_ids"])] if row.ndim == 2 else row
@@ -50,11 +55,12 @@ def predict_logits(model: torch.nn.Module, features: list[dict], handler: TaskHa
 
 
 def evaluate_language(spec: TaskSpec, model: torch.nn.Module, tokenizer, examples: Sequence[Example],
-                      labels: Sequence[str], max_length: int, batch_size: int) -> LanguageResult:
+                      labels: Sequence[str], max_length: int, batch_size: int, precision: str = "fp32"
+                      ) -> LanguageResult:
     """Scores one language's examples with the benchmark metric of the task."""
     handler = handler_for(spec)
     features = handler.encode(examples, tokenizer, max_length, labels)
-    logits = predict_logits(model, features, handler, tokenizer, batch_size)
+    logits = predict_logits(model, features, handler, tokenizer, batch_size, precision)
     predictions = handler.decode(logits, features, examples, labels)
     return LanguageResult(
         metrics=handler.score(examples, predictions),

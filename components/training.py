@@ -19,6 +19,9 @@ from components.tasks import TaskSpec, get_task
 from components.task_types import handler_for
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyperparameters of one fine-tuning run. Names avoid the Trainer's own param names on purpose."""
@@ -36,13 +39,22 @@ class TrainConfig:
     early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 = never stop early
     # 96M of the offline encoder's 118M parameters are word embeddings; freezing them halves the CPU step time.
     freeze_word_embeddings: bool = True
+    # The GPU path: autocast precision, torch's fused AdamW kernel, gradient accumulation, torch.compile.
+    precision: str = "fp32"
+    fused_adamw: bool = False
+    accumulation_steps: int = 1
+    compile_model: bool = False
 
     def __post_init__(self):
-        for name in ("lr", "epochs", "batch_size", "max_length"):
+        for name in ("lr", "epochs", "batch_size", "max_length", "accumulation_steps"):
             if getattr(self, name) <= 0:
                 raise XstiltsInputError(f"{name} must be positive, got {getattr(self, name)}")
         if self.max_train_examples < 0 or self.early_stopping_patience < 0:
             raise XstiltsInputError("max_train_examples and early_stopping_patience must be >= 0")
+        if self.precision not in PRECISIONS:
+            raise XstiltsInputError(f"unknown precision '{self.precision}': expected one of {', '.join(PRECISIONS)}")
+        if self.precision == "fp16" and not torch.cuda.is_available():
+            raise XstiltsInputError("precision fp16 needs a CUDA GPU (none is visible); use bf16 or fp32 on CPU")
 
     def as_params(self) -> dict[str, str]:
         return {key: str(value) for key, value in asdict(self).items()}
@@ -131,6 +143,11 @@ def _training_arguments(spec: TaskSpec, config: TrainConfig, output_dir: Path) -
         num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=2 * config.batch_size,
+        gradient_accumulation_steps=config.accumulation_steps,
+        bf16=config.precision == "bf16",
+        fp16=config.precision == "fp16",
+        optim="adamw_torch_fused" if config.fused_adamw else "adamw_torch",
+        torch_compile=config.compile_model,
         warmup_ratio=config.warmup_ratio,
         weight_decay=config.weight_decay,
         seed=config.seed,

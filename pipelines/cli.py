@@ -12,7 +12,7 @@ from components.data import ZERO_SHOT_SOURCE_LANG, resolve_protocol, stage_param
 from components.errors import XstiltsInputError
 from components.models import load_tokenizer, resolve_model
 from components.tasks import get_task
-from components.training import TrainConfig, encoder_of, train
+from components.training import PRECISIONS, TrainConfig, encoder_of, train
 
 DEFAULT_MODEL = "multilingual-e5-small"
 
@@ -45,6 +45,14 @@ TRAIN_OPTIONS = (
     click.option("--max-train-examples", type=int, default=0, show_default=True, help="Cap on training examples; 0 = all."),
     click.option("--early-stopping-patience", type=int, default=0, show_default=True),
     click.option("--freeze-word-embeddings", type=bool, default=True, show_default=True),
+    click.option("--precision", type=click.Choice(PRECISIONS), default=_DEFAULTS.precision, show_default=True,
+                 help="Autocast precision of training (bf16/fp16 on GPUs; fp16 needs CUDA)."),
+    click.option("--fused-adamw", type=bool, default=_DEFAULTS.fused_adamw, show_default=True,
+                 help="torch's fused AdamW kernel (faster on GPUs)."),
+    click.option("--accumulation-steps", type=int, default=_DEFAULTS.accumulation_steps, show_default=True,
+                 help="Gradient accumulation: optimizer steps see batch-size x accumulation-steps examples."),
+    click.option("--compile-model", type=bool, default=_DEFAULTS.compile_model, show_default=True,
+                 help="torch.compile the model before training."),
     click.option("--train-source", default="",
                  help="Train on this task's English train split instead of the registry's sources (e.g. tydiqa for "
                       "xquad/mlqa: no SQuAD offline); empty = the registry's. Logged as train_source_override."),
