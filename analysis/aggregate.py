@@ -6,6 +6,11 @@ Definitions (the report states the same):
   the no-intermediate baseline. **Cell**: a configuration x target task x score metric (see `benchmark`).
 - **Per-language score**: mean over seeds of a value; std over seeds (sample std, ddof=1; empty with one seed).
   Seed `none` marks a deterministic run (retrieval straight from an encoder): it counts as one seed.
+- **Evaluation split**: every score names the split it was scored on (`eval_split`: `test`, or `dev` where the
+  benchmark's test labels are not available for that language; `a+b` where runs of one configuration differ;
+  `unrecorded` for runs older than the `eval_split` param). A task whose languages were scored on different splits is
+  marked `mixed: <split of most languages>, <other split> in <its languages>` in the task tables, and noted: its
+  averages mix the splits. Gains pair a language's scores only when both were scored on the same split.
 - **Complete cell**: every expected seed has a value in every language of the task's list. Expected seeds: every
   seed that runs of the same method, model and target task have, in any configuration (`none` only for a cell whose
   runs are all deterministic). An incomplete cell is flagged, with what it lacks, and enters no average: an average is
@@ -97,8 +102,10 @@ class Analysis:
 
 def analyse(tidy: pd.DataFrame, distances: pd.DataFrame, settings: Settings) -> Analysis:
     """All tables from the tidy table and the source-target distances (`typology.DISTANCE_COLUMNS`)."""
-    values = with_em_f1(tidy)
+    values = with_language_splits(with_em_f1(tidy))
     scores = score_table(values)
+    per_language = over_seeds(values, [*CELL, "lang", "eval_split"], ["value"])
+    task_splits = split_labels(per_language, list(CELL))
     coverage = cell_coverage(scores, REGISTRY_LANGS)
     per_seed = task_average_per_seed(scores, coverage, REGISTRY_LANGS)
     by_language = scores.rename(columns={"value": "gain"})
@@ -107,11 +114,12 @@ def analyse(tidy: pd.DataFrame, distances: pd.DataFrame, settings: Settings) -> 
     configs = scores[list(CONFIG)].drop_duplicates()
     notes = (*coverage.loc[~coverage["complete"], "note"],
              *comparison_notes(configs, INTERMEDIATE_GAIN), *comparison_notes(configs, METHOD_DIFFERENCE),
-             *distance_notes(distances))
+             *split_notes(task_splits), *split_mismatch_notes(scores, INTERMEDIATE_GAIN),
+             *split_mismatch_notes(scores, METHOD_DIFFERENCE), *distance_notes(distances))
     return Analysis(
-        per_language=over_seeds(values, [*CELL, "lang"], ["value"]),
+        per_language=per_language,
         coverage=coverage,
-        task_averages=task_averages(per_seed, coverage),
+        task_averages=task_averages(per_seed, coverage, task_splits),
         benchmark_scores=pd.concat([benchmark_scores(scores, benchmark) for benchmark in BENCHMARKS],
                                    ignore_index=True),
         low_resource=low_resource_averages(scores, coverage, settings.low_resource_langs),
@@ -137,17 +145,62 @@ def config_label(row):
 
 def with_em_f1(tidy: pd.DataFrame) -> pd.DataFrame:
     """The tidy values plus, for QA tasks, an `em_f1_mean` = (exact_match + f1) / 2 value per run and language."""
-    keys = ["run_id", *CONFIG, "target_task", "seed", "lang"]
+    keys = ["run_id", *CONFIG, "target_task", "seed", "lang", "eval_split"]
     qa = tidy[tidy["target_task"].map(is_qa)]
     both = qa[qa["metric"] == "f1"].merge(qa[qa["metric"] == "exact_match"], on=keys, suffixes=("", "_em"))
     em_f1 = both[keys].assign(metric=EM_F1_MEAN, value=(both["value"] + both["value_em"]) / 2)
     return pd.concat([tidy[[*keys, "metric", "value"]], em_f1], ignore_index=True)
 
 
+def with_language_splits(values: pd.DataFrame) -> pd.DataFrame:
+    """`values` with one `eval_split` per configuration, task and language: its runs' split, or their splits joined
+    by `+` where runs differ (so that each per-language score has one label)."""
+    splits = values.groupby([*CONFIG, "target_task", "lang"])["eval_split"]
+    return values.assign(eval_split=splits.transform(lambda labels: "+".join(sorted(set(labels)))))
+
+
+def split_label(langs_by_split: dict[str, list[str]]) -> str:
+    """One split's name, or `mixed: <split of most languages>, <other split> in <its languages>; ...`."""
+    if len(langs_by_split) == 1:
+        return next(iter(langs_by_split))
+    main, *others = sorted(langs_by_split, key=lambda split: (-len(langs_by_split[split]), split))
+    return f"mixed: {main}, " + "; ".join(f"{split} in {','.join(langs_by_split[split])}" for split in others)
+
+
+def split_labels(per_language: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Per `by` group of per-language rows (`lang`, `eval_split`): the evaluation split(s) of its languages."""
+    langs = per_language.groupby([*by, "eval_split"], sort=True)["lang"].agg(lambda group: sorted(set(group)))
+    rows = [(*key, split_label(dict(zip(group.index.get_level_values("eval_split"), group))))
+            for key, group in langs.groupby(level=by, sort=True)]
+    return pd.DataFrame(rows, columns=[*by, "eval_split"])
+
+
+def split_notes(task_splits: pd.DataFrame) -> list[str]:
+    """A note per task whose scores are not all on the test or all on the dev split (`split_labels` per cell)."""
+    labels = task_splits.loc[~task_splits["eval_split"].isin(("test", "dev")), ["target_task", "eval_split"]]
+    return [f"{task}: evaluation split {label}: a per-language score compares only with scores on the same split, "
+            f"and the task's averages mix the splits"
+            for task, label in labels.drop_duplicates().itertuples(index=False)]
+
+
+def split_mismatch_notes(scores: pd.DataFrame, comparison: Comparison) -> list[str]:
+    """Languages without a paired difference because a configuration and its reference were scored on different
+    evaluation splits."""
+    splits = scores[[*CONFIG, "target_task", "lang", "eval_split"]].drop_duplicates()
+    is_reference = splits[comparison.column] == comparison.reference
+    keys = [*comparison.match, "target_task", "lang"]
+    paired = splits[~is_reference].merge(splits.loc[is_reference, [*keys, "eval_split"]], on=keys,
+                                         suffixes=("", "_reference"))
+    mismatched = paired[paired["eval_split"] != paired["eval_split_reference"]]
+    return [f"{config_label(row)} × {row['target_task']}: no {comparison.name} in {row['lang']}: scored on another "
+            f"evaluation split than the reference"
+            for _, row in mismatched.groupby([*CONFIG, "target_task"])["lang"].agg(",".join).reset_index().iterrows()]
+
+
 def score_table(values: pd.DataFrame) -> pd.DataFrame:
     """The values of the metrics averages are taken over (`benchmark.score_metrics`)."""
     wanted = (values["target_task"] + "/" + values["metric"]).isin(_SCORE_KEYS)
-    return values.loc[wanted, [*CELL, "seed", "lang", "value"]]
+    return values.loc[wanted, [*CELL, "seed", "lang", "eval_split", "value"]]
 
 
 def over_seeds(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
@@ -212,10 +265,12 @@ def task_average_per_seed(scores: pd.DataFrame, coverage: pd.DataFrame,
     return averages.reset_index()
 
 
-def task_averages(per_seed: pd.DataFrame, coverage: pd.DataFrame) -> pd.DataFrame:
-    """Every cell: task average with and without English over seeds, or empty values and the coverage note."""
+def task_averages(per_seed: pd.DataFrame, coverage: pd.DataFrame, task_splits: pd.DataFrame) -> pd.DataFrame:
+    """Every cell: its evaluation split(s) (`split_labels`), task average with and without English over seeds, or
+    empty values and the coverage note."""
     summary = over_seeds(per_seed, list(CELL), ["avg", "avg_no_en"]).drop(columns="n_seeds")
-    return coverage[[*CELL, "n_langs", "n_seeds", "note"]].merge(summary, on=list(CELL), how="left")
+    cells = coverage[[*CELL, "n_langs", "n_seeds", "note"]].merge(task_splits, on=list(CELL), how="left")
+    return cells.merge(summary, on=list(CELL), how="left")
 
 
 def benchmark_scores(scores: pd.DataFrame, benchmark: Benchmark) -> pd.DataFrame:

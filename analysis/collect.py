@@ -6,6 +6,9 @@ FINISHED runs enter the table; the others are counted by status. Values that can
 listed with the reason: a run without the params the analysis groups by, a metric key not of the form
 `eval/<task>/<lang>/<metric>`, a task, language or metric the registry does not know for the run's task, a value off
 the 0-100 scale, and a value superseded by a later run of the same configuration, seed and language.
+
+Each value carries the split it was scored on (`eval_split`: test or dev), from the run's `eval_split/<task>/<lang>`
+param; runs that predate the param say `unrecorded`.
 """
 
 import re
@@ -23,10 +26,13 @@ from components.tasks import TASKS
 EVALUATE_PHASE = "evaluate"
 NO_INTERMEDIATE = "none"
 CONFIG = ("method", "model", "intermediate_task", "intermediate_source_lang")
-TIDY_COLUMNS = ("run_id", "parent_run_id", "experiment_id", *CONFIG, "target_task", "seed", "lang", "metric", "value")
+TIDY_COLUMNS = ("run_id", "parent_run_id", "experiment_id", *CONFIG, "target_task", "seed", "lang", "eval_split",
+                "metric", "value")
+UNRECORDED_SPLIT = "unrecorded"
 REQUIRED_PARAMS = ("task", "model", "method", "seed", "intermediate_task")
 PROBLEM_COLUMNS = ("run_id", "item", "reason")
 _METRIC_KEY = r"^eval/([^/]+)/([^/]+)/([^/]+)$"
+_SPLIT_PARAM = re.compile(rf"^params\.{tracking.EVAL_SPLIT}/([^/]+)/([^/]+)$")
 _PARAM_COLUMNS = [f"params.{param}" for param in REQUIRED_PARAMS]
 _SAFE_KEY = re.compile(r"[\w.\-/ ]+")
 _VALID_TASK_LANGS = {f"{name}/{lang}" for name, spec in TASKS.items() for lang in spec.langs}
@@ -192,7 +198,12 @@ def _long_values(runs: pd.DataFrame) -> pd.DataFrame:
                                                     var_name="key", value_name="value").dropna(subset=["value"])
     long["key"] = long["key"].str.removeprefix("metrics.")
     long[["target_task", "lang", "metric"]] = long["key"].str.extract(_METRIC_KEY)
-    return long
+    split_columns = [column for column in runs.columns if _SPLIT_PARAM.match(column)]
+    splits = runs.melt(id_vars="run_id", value_vars=split_columns, var_name="key",
+                       value_name="eval_split").dropna(subset=["eval_split"])
+    splits[["target_task", "lang"]] = splits.pop("key").str.extract(_SPLIT_PARAM)
+    long = long.merge(splits, on=["run_id", "target_task", "lang"], how="left")
+    return long.fillna({"eval_split": UNRECORDED_SPLIT})
 
 
 def _problems(long: pd.DataFrame, reason) -> pd.DataFrame:

@@ -152,10 +152,11 @@ def labelled(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def language_grid(per_language: pd.DataFrame, column: str) -> pd.DataFrame:
-    """`column` of a per-language table with one column per language."""
-    grid = labelled(per_language).pivot(index=["configuration", "target_task", "metric"], columns="lang",
-                                        values=column)
-    return grid.reset_index().rename_axis(columns=None)
+    """`column` of a per-language table with one column per language, after the rows' evaluation split(s)."""
+    index = ["configuration", "target_task", "metric"]
+    frame = labelled(per_language)
+    grid = frame.pivot(index=index, columns="lang", values=column).reset_index().rename_axis(columns=None)
+    return aggregate.split_labels(frame, index).merge(grid, on=index)
 
 
 def definitions() -> tuple[str, ...]:

@@ -11,6 +11,7 @@ Every malformed input ends in one `XstiltsInputError` naming the file, line and 
 """
 
 import csv
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,9 +233,30 @@ def _local_paths(spec: TaskSpec, split: str, lang: str, root: Path) -> list[Path
     return [root / pattern.format(lang=lang) for pattern in spec.files.get(split, ())]
 
 
+def _labeled_locally(spec: TaskSpec, split: str, lang: str, root: Path) -> bool:
+    """Whether the local XTREME layout holds `split` in `lang` with its labels."""
+    paths = _local_paths(spec, split, lang, root)
+    return split not in spec.withheld_label_splits and bool(paths) and all(path.is_file() for path in paths)
+
+
+def _why_not_local(spec: TaskSpec, split: str, lang: str, root: Path) -> str:
+    """Why `split` in `lang` cannot be read from the local XTREME layout (see `_labeled_locally`)."""
+    paths = _local_paths(spec, split, lang, root)
+    if split in spec.withheld_label_splits:
+        return f"the XTREME layout withholds {spec.name} {split} labels, so local files are never scored"
+    if paths:
+        missing = [str(path) for path in paths if not path.is_file()]
+        return f"missing data file(s): {', '.join(missing)} (data root {root}; set {DATA_ROOT_ENV} to change it)"
+    return f"the XTREME layout has no {split} split for {spec.name}"
+
+
+def _on_hub(spec: TaskSpec, split: str) -> bool:
+    return spec.hf_dataset is not None and split in spec.hf_splits
+
+
 def _from_hub(spec: TaskSpec, split: str, lang: str) -> list[Example]:
     """The Hugging Face `datasets` path for users online; raises with the reason when it is unreachable."""
-    if spec.hf_dataset is None or split not in spec.hf_splits:
+    if not _on_hub(spec, split):
         raise LookupError(f"no Hugging Face dataset is registered for {spec.name} {split}")
     import datasets  # imported here: offline users never pay for it
 
@@ -293,28 +315,21 @@ def load_split(spec: TaskSpec, split: str, lang: str, root: Path | None = None) 
     """
     spec.check_lang(lang, training=split != "test")
     root = root or data_root()
-    paths = _local_paths(spec, split, lang, root)
-    if split not in spec.withheld_label_splits and paths and all(path.is_file() for path in paths):
+    if _labeled_locally(spec, split, lang, root):
         reader = READERS.get(spec.file_format)
         if reader is None:
             raise XstiltsInputError(f"task {spec.name!r} ({spec.file_format} files) has no example reader")
-        return [example for path in paths for example in reader(path, spec, lang)]
+        return [example for path in _local_paths(spec, split, lang, root) for example in reader(path, spec, lang)]
     try:
         return _from_hub(spec, split, lang)
     except XstiltsInputError:
         raise
     except Exception as error:  # any Hub failure ends in the one message below, with its reason
-        raise XstiltsInputError(_missing_message(spec, split, lang, paths, root, error)) from None
+        raise XstiltsInputError(_missing_message(spec, split, lang, root, error)) from None
 
 
-def _missing_message(spec: TaskSpec, split: str, lang: str, paths: list[Path], root: Path, error: Exception) -> str:
-    if split in spec.withheld_label_splits:
-        local = f"the XTREME layout withholds {spec.name} {split} labels, so local files are never scored"
-    elif paths:
-        missing = [str(path) for path in paths if not path.is_file()]
-        local = f"missing data file(s): {', '.join(missing)} (data root {root}; set {DATA_ROOT_ENV} to change it)"
-    else:
-        local = f"the XTREME layout has no {split} split for {spec.name}"
+def _missing_message(spec: TaskSpec, split: str, lang: str, root: Path, error: Exception) -> str:
+    local = _why_not_local(spec, split, lang, root)
     alternative = ", or use --protocol dev-split" if spec.dev_split else ""
     return (f"cannot load {spec.name} {split} [{lang}]: {local}; the Hugging Face dataset path failed too "
             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Obtain the file with "
@@ -323,35 +338,71 @@ def _missing_message(spec: TaskSpec, split: str, lang: str, paths: list[Path], r
 
 @dataclass(frozen=True)
 class DevSplitCut:
-    """Where the dev-split protocol cut one task's dev pool: [0, train) trains, [train, select) selects, rest evaluates."""
+    """Which items of one task's English dev pool the dev-split protocol trains on, selects on and evaluates: sorted
+    indices, the same in every language (the dev files are line-aligned translations)."""
 
-    train_end: int
-    select_end: int
-    pool_size: int
+    train: tuple[int, ...]
+    select: tuple[int, ...]
+    evaluated: tuple[int, ...]
+
+    @property
+    def pool_size(self) -> int:
+        return len(self.train) + len(self.select) + len(self.evaluated)
 
     def describe(self) -> dict[str, str]:
-        return {"protocol_train_items": f"0-{self.train_end - 1}",
-                "protocol_select_items": f"{self.train_end}-{self.select_end - 1}",
-                "protocol_eval_items": f"{self.select_end}-{self.pool_size - 1}"}
+        """Params: each part's item ranges (`0-1799`, or `0-3,5,9-12` where groups interleave), the part sizes, and a
+        fingerprint of the whole assignment, so that runs on the same items are recognised at a glance."""
+        parts = {"train": self.train, "select": self.select, "eval": self.evaluated}
+        fingerprint = hashlib.sha256(json.dumps(list(parts.values())).encode("ascii")).hexdigest()[:12]
+        return {**{f"protocol_{name}_items": _item_ranges(indices) for name, indices in parts.items()},
+                "protocol_split_sizes": ", ".join(f"{name} {len(indices)}" for name, indices in parts.items()),
+                "protocol_split_fingerprint": fingerprint}
 
 
-def _next_group_start(examples: list[Example], index: int) -> int:
-    while 0 < index < len(examples) and examples[index]["text_a"] == examples[index - 1]["text_a"]:
-        index += 1
-    return index
+def _item_ranges(indices: tuple[int, ...] | range) -> str:
+    """Ascending item indices as ranges of consecutive items: `0-3,5,9-12`."""
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and index == runs[-1][1] + 1:
+            runs[-1][1] = index
+        else:
+            runs.append([index, index])
+    return ",".join(f"{first}-{last}" if last > first else str(first) for first, last in runs)
+
+
+def _item_groups(pool: list[Example], fields: tuple[str, ...]) -> list[list[int]]:
+    """The pool's item indices in groups, ordered by first item: items sharing a string in any of `fields` form one
+    group, transitively (union-find); without `fields` every item is a group of its own."""
+    parent = list(range(len(pool)))
+
+    def root(index: int) -> int:
+        while parent[index] != index:
+            parent[index] = parent[parent[index]]  # path halving keeps the trees shallow
+            index = parent[index]
+        return index
+
+    first_item_with: dict[str, int] = {}
+    for index, example in enumerate(pool):
+        for text in (example[field] for field in fields):
+            parent[root(index)] = root(first_item_with.setdefault(text, index))
+    groups: dict[int, list[int]] = {}
+    for index in range(len(pool)):
+        groups.setdefault(root(index), []).append(index)
+    return list(groups.values())
 
 
 def cut_dev_pool(pool: list[Example], dev_split: DevSplit) -> DevSplitCut:
-    """Cut an English dev pool for the dev-split protocol (see `DevSplit`)."""
-    train_end, select_end = dev_split.train, dev_split.train + dev_split.select
-    if dev_split.group_by_first_field:
-        train_end = _next_group_start(pool, train_end)
-        select_end = _next_group_start(pool, max(select_end, train_end + 1))
-    if select_end > len(pool):
+    """Deal an English dev pool's groups out to train, select and eval for the dev-split protocol (see `DevSplit`)."""
+    targets = {"train": dev_split.train, "select": dev_split.select}
+    parts: dict[str, list[int]] = {"train": [], "select": [], "eval": []}
+    for group in _item_groups(pool, dev_split.group_by):
+        part = next((name for name, target in targets.items() if len(parts[name]) < target), "eval")
+        parts[part].extend(group)
+    if len(parts["select"]) < dev_split.select:
         raise XstiltsInputError(
             f"the dev pool has {len(pool)} items, too few for {dev_split.train} train + {dev_split.select} select items"
         )
-    return DevSplitCut(train_end, select_end, len(pool))
+    return DevSplitCut(*(tuple(sorted(indices)) for indices in parts.values()))
 
 
 def _dev_split_of(spec: TaskSpec) -> DevSplit:
@@ -424,13 +475,14 @@ def _held_out_stage(spec: TaskSpec, source: TaskSpec, train: list[Example], hold
     cut = len(train) - holdout
     return TrainingData(spec.name, train[:cut], train[cut:],
                         {**params, "select_source": f"{source.name} train",
-                         "protocol_train_items": f"0-{cut - 1}", "protocol_select_items": f"{cut}-{len(train) - 1}"})
+                         "protocol_train_items": _item_ranges(range(cut)),
+                         "protocol_select_items": _item_ranges(range(cut, len(train)))})
 
 
 def _dev_split_stage(spec: TaskSpec, lang: str, root: Path | None) -> TrainingData:
     pool = load_split(spec, "dev", lang, root)
     cut = cut_dev_pool(pool, _dev_split_of(spec))
-    return TrainingData(spec.name, pool[: cut.train_end], pool[cut.train_end: cut.select_end],
+    return TrainingData(spec.name, [pool[index] for index in cut.train], [pool[index] for index in cut.select],
                         {"data_protocol": "dev-split", **cut.describe()})
 
 
@@ -452,14 +504,45 @@ def stage_params(stages: list[TrainingData]) -> dict[str, str]:
     return params
 
 
-def evaluation_data(spec: TaskSpec, protocol: str, lang: str, root: Path | None = None) -> list[Example]:
-    """The labeled examples a zero-shot evaluation scores in `lang` under `protocol`.
+def evaluation_split(spec: TaskSpec, protocol: str, lang: str, root: Path | None = None) -> str:
+    """The split ("test" or "dev") a zero-shot evaluation scores in `lang` under `protocol`.
 
-    Target-dev scores each language's dev split (jiant's X-STILTs practice where test labels are withheld); the
-    English dev split is also the selection set, so the English score is optimistic.
+    Dev-split and target-dev score dev items. Standard scores the benchmark's test split where its labels are in the
+    local XTREME layout, else the local labeled dev split (e.g. UD-POS languages whose only test treebank is PUD,
+    which the bundle leaves out; XNLI, whose test labels XTREME blanks), else, for users online, the test split on the
+    Hugging Face Hub. Decided per language, so one task can mix test and dev: evaluate logs the split per language.
+
+    Raises:
+        XstiltsInputError: an unknown protocol or language, or, under standard, a language with neither a local
+            labeled test or dev file nor a Hub test split (naming the files looked for).
     """
-    if protocol in ("standard", "target-dev"):
-        return load_split(spec, "test" if protocol == "standard" else "dev", lang, root)
+    spec.check_lang(lang)
+    if resolve_protocol(spec, protocol) != "standard":
+        return "dev"
+    root = root or data_root()
+    for split in ("test", "dev"):
+        if _labeled_locally(spec, split, lang, root):
+            return split
+    if _on_hub(spec, "test"):
+        return "test"
+    raise XstiltsInputError(
+        f"cannot evaluate {spec.name} [{lang}]: no labeled test or dev data. "
+        f"test: {_why_not_local(spec, 'test', lang, root)}; dev: {_why_not_local(spec, 'dev', lang, root)}; "
+        f"no Hugging Face dataset is registered for {spec.name} test. Leave the language out (--langs) or obtain its "
+        "files with google-research/xtreme scripts/download_data.sh."
+    )
+
+
+def evaluation_data(spec: TaskSpec, protocol: str, lang: str, root: Path | None = None) -> list[Example]:
+    """The labeled examples a zero-shot evaluation scores in `lang` under `protocol`, from `evaluation_split`'s split.
+
+    Dev-split scores the evaluation part of the dev pool: the same items in every language. Target-dev scores each
+    language's dev split (jiant's X-STILTs practice where test labels are withheld); the English dev split is also the
+    selection set, so the English score is optimistic.
+    """
+    protocol = resolve_protocol(spec, protocol)
+    if protocol != "dev-split":
+        return load_split(spec, evaluation_split(spec, protocol, lang, root), lang, root)
     english_pool = load_split(spec, "dev", ZERO_SHOT_SOURCE_LANG, root)
     cut = cut_dev_pool(english_pool, _dev_split_of(spec))
     pool = english_pool if lang == ZERO_SHOT_SOURCE_LANG else load_split(spec, "dev", lang, root)
@@ -468,9 +551,9 @@ def evaluation_data(spec: TaskSpec, protocol: str, lang: str, root: Path | None 
             f"{spec.name} dev [{lang}] has {len(pool)} items but dev [en] has {cut.pool_size}: the dev-split protocol "
             "needs line-aligned translations"
         )
-    if cut.select_end == cut.pool_size:
+    if not cut.evaluated:
         raise XstiltsInputError(f"the dev-split protocol of {spec.name} leaves no dev items to evaluate")
-    return pool[cut.select_end:]
+    return [pool[index] for index in cut.evaluated]
 
 
 def resolve_protocol(spec: TaskSpec, protocol: str) -> str:

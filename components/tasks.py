@@ -25,16 +25,20 @@ class TaskType(str, Enum):
 class DevSplit:
     """The "dev-split" protocol for a task whose English training set is not available offline.
 
-    The labeled English dev pool is cut in order: the first `train` items train, the next `select` items are the
-    English dev set used for checkpoint selection, and the rest is evaluated in every language. XNLI and PAWS-X dev
-    files are line-aligned translations, so no evaluated item is seen in any language during training. With
-    `group_by_first_field`, cuts move forward to the next change of the first text field (XNLI lists three
-    hypotheses per premise, and a premise must not straddle train and evaluation).
+    The labeled English dev pool is divided into groups of items, and whole groups are dealt out in order of their
+    first item: to training until it holds `train` items, then to the English selection set until it holds `select`,
+    the rest to evaluation in every language. XNLI and PAWS-X dev files are line-aligned translations, so the same
+    item indices hold in every language and no evaluated item is seen in any language during training.
+
+    Without `group_by` every item is a group of its own (a plain cut). With it, items that share a string in any of the
+    `group_by` fields (in either field) belong to one group, transitively, so that no text straddles training and
+    evaluation: XNLI lists three hypotheses per premise (`text_a`); PAWS-X builds several pairs from one sentence, in
+    either position (`text_a`, `text_b`).
     """
 
     train: int
     select: int
-    group_by_first_field: bool = False
+    group_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,7 @@ _SPECS = (
         files={"dev": (f"{XD}/xnli/dev-{{lang}}.tsv",), "test": (f"{XD}/xnli/test-{{lang}}.tsv",)},
         file_format="tsv_pair", labels=NLI_LABELS, label_aliases={"contradictory": "contradiction"},
         train_sources=("mnli",), withheld_label_splits=("test",),
-        dev_split=DevSplit(train=1800, select=198, group_by_first_field=True),
+        dev_split=DevSplit(train=1800, select=198, group_by=("text_a",)),
         hf_dataset=("facebook/xnli", "{lang}"), hf_splits={"dev": "validation", "test": "test"},
         xtreme_group="classification", xtreme_r_group="classification",
     ),
@@ -210,9 +214,11 @@ _SPECS = (
             "dev": (f"{XD}/pawsx/dev-{{lang}}.tsv",),
             "test": (f"{XD}/pawsx/test-{{lang}}.tsv",),
         },
-        # No dev-split protocol: PAWS-X dev lines are aligned across languages (labels agree on 98.4-99.9% of lines),
-        # but PAWS builds several pairs from one sentence: 164 of the last 300 English dev items share a sentence
-        # with the first 1,500, so a cut of the dev file would leak evaluation text into training.
+        # PAWS-X dev lines are aligned across languages (labels agree on 98.4-99.9% of lines), but PAWS builds several
+        # pairs from one sentence: 164 of the last 300 English dev items share a sentence with the first 1,500, so a
+        # plain cut would leak evaluation text into training. The dev-split therefore deals out groups of items linked
+        # by a shared English sentence (2,000 items form 1,201 groups of up to 7): 1,500 / 200 / 300 items.
+        dev_split=DevSplit(train=1500, select=200, group_by=("text_a", "text_b")),
         file_format="tsv_pair", labels=("0", "1"), withheld_label_splits=("test",),
         hf_dataset=("google-research-datasets/paws-x", "{lang}"),
         hf_splits={"train": "train", "dev": "validation", "test": "test"},

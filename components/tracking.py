@@ -53,6 +53,14 @@ def metric_key(split: str, task: str, lang: str, metric: str) -> str:
     return f"{split}/{task}/{lang}/{metric}"
 
 
+EVAL_SPLIT = "eval_split"  # the param saying which split (test, dev) a language's eval/ metrics were scored on
+
+
+def language_param_key(name: str, task: str, lang: str) -> str:
+    """Params that differ by language are keyed like metrics: `<name>/<task>/<lang>`, e.g. `eval_split/udpos/de`."""
+    return f"{name}/{task}/{lang}"
+
+
 def log_language_metrics(split: str, task: str, lang: str, metrics: dict[str, float], step: int | None = None) -> None:
     mlflow.log_metrics({metric_key(split, task, lang, name): value for name, value in metrics.items()}, step=step)
 

@@ -7,7 +7,9 @@
   `intermediate` or `target` run (`--encoder-run-id`) or a base model (`--model`). Pooled hidden states of one layer,
   then cosine nearest neighbour (Tatoeba) or ratio-margin mining with a threshold from the dev gold (BUCC).
 
-Writes: metrics `eval/<task>/<lang>/<metric>` and `eval_examples/<task>/<lang>/n`; for BUCC also
+Writes: metrics `eval/<task>/<lang>/<metric>` and `eval_examples/<task>/<lang>/n`, params `eval_split/<task>/<lang>`
+(the split scored in that language: test, or dev where test labels are not available; see
+`components.data.evaluation_split`); for BUCC also
 `eval_details/bucc2018/<lang>/{threshold,candidates,predicted}` (no registry metric, so kept out of `eval/`); artifacts
 `predictions/<task>/test-<lang>.<ext>` (the XTREME submission layout).
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 import click
 
 from components import tracking
-from components.data import evaluation_data
+from components.data import evaluation_data, evaluation_split
 from components.errors import XstiltsInputError
 from components.evaluation import evaluate_language
 from components.models import MODELS, ModelSpec, load_model, load_pretrained, load_tokenizer, resolve_model
@@ -110,6 +112,9 @@ def evaluate_trained(train_run_id: str, langs: str, batch_size: int) -> str:
             trained = resolve_model(str(tracking.download_model(train_run_id, "target", Path(work_dir))))
             model, tokenizer = load_pretrained(handler.auto_model, trained), load_tokenizer(trained)
         labels = tuple(model.config.id2label[index] for index in range(model.config.num_labels))
+        # Decided for every language before any is scored, so that a language without labeled data fails at once.
+        tracking.log_params({tracking.language_param_key(tracking.EVAL_SPLIT, spec.name, lang):
+                             evaluation_split(spec, upstream["data_protocol"], lang) for lang in languages})
         for lang in languages:
             examples = evaluation_data(spec, upstream["data_protocol"], lang)
             result = evaluate_language(spec, model, tokenizer, examples, labels, int(upstream["max_length"]), batch_size)
@@ -211,7 +216,7 @@ def _log_retrieval_result(task: str, lang: str, result: RetrievalResult) -> None
     tracking.log_language_metrics("eval", task, lang, result.metrics)
     tracking.log_language_metrics("eval_examples", task, lang, {"n": result.n_examples})
     tracking.log_language_metrics("eval_details", task, lang, result.details)
-    tracking.log_params({f"{name}/{task}/{lang}": value for name, value in result.notes.items()})
+    tracking.log_params({tracking.language_param_key(name, task, lang): value for name, value in result.notes.items()})
     for name, text in result.prediction_files.items():
         tracking.log_text(text, f"{tracking.PREDICTIONS_ARTIFACT}/{task}/{name}")
 

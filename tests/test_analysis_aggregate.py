@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import aggregate
+from analysis import aggregate, report
 from analysis.aggregate import Settings, analyse, bootstrap_intervals
 from analysis.collect import TIDY_COLUMNS
 from components.tasks import TASKS
@@ -16,11 +16,13 @@ NO_DISTANCES = pd.DataFrame(columns=["source_lang", "lang", "distance", "distanc
 SETTINGS = Settings(low_resource_langs=("sw", "ur", "yo"), n_resamples=10_000, bootstrap_seed=0)
 
 
-def values(task, by_lang, seed="1", metric=None, intermediate="none", source="", method="full", model="m"):
-    """Tidy rows of one run: `by_lang` maps language -> value."""
+def values(task, by_lang, seed="1", metric=None, intermediate="none", source="", method="full", model="m",
+           dev_langs=()):
+    """Tidy rows of one run: `by_lang` maps language -> value; `dev_langs` were scored on dev, the others on test."""
     return [dict(run_id=f"{method}-{intermediate}-{task}-{seed}", parent_run_id="", experiment_id="1", method=method,
                  model=model, intermediate_task=intermediate, intermediate_source_lang=source, target_task=task,
-                 seed=seed, lang=lang, metric=metric or TASKS[task].headline_metric, value=float(value))
+                 seed=seed, lang=lang, eval_split="dev" if lang in dev_langs else "test",
+                 metric=metric or TASKS[task].headline_metric, value=float(value))
             for lang, value in by_lang.items()]
 
 
@@ -257,3 +259,36 @@ def test_too_few_points_give_no_correlation():
 def test_source_target_pairs_skip_the_baseline():
     table = tidy(*gain_runs_for_correlation())
     assert aggregate.source_target_pairs(table) == sorted(("en", lang) for lang in XNLI)
+
+
+UDPOS_DEV = tuple("ar de en es fi fr hi id it ja ko pl pt ru tr zh".split())  # dev only in the bundle (its README)
+
+
+def test_scores_carry_their_split_and_a_task_mixing_splits_is_marked():
+    baseline = values("udpos", every_lang("udpos", 60), dev_langs=UDPOS_DEV)
+    # The configuration scored wo on dev, its baseline on test: their wo scores are not paired.
+    treated = values("udpos", every_lang("udpos", 65), intermediate="anli", source="en", dev_langs=(*UDPOS_DEV, "wo"))
+    analysis = analyse(tidy(baseline, treated, values("xnli", every_lang("xnli", 70))), NO_DISTANCES, SETTINGS)
+    assert row(analysis.per_language, target_task="udpos", intermediate_task="none", lang="ja")["eval_split"] == "dev"
+    assert row(analysis.per_language, target_task="udpos", intermediate_task="none", lang="wo")["eval_split"] == "test"
+    mixed = "mixed: test, dev in " + ",".join(UDPOS_DEV)
+    assert row(analysis.task_averages, target_task="udpos", intermediate_task="none")["eval_split"] == mixed
+    assert row(analysis.task_averages, target_task="xnli")["eval_split"] == "test"
+    assert f"udpos: evaluation split {mixed}: a per-language score compares only with scores on the same split, " \
+           "and the task's averages mix the splits" in analysis.notes
+    gains = analysis.language_gains[analysis.language_gains["target_task"] == "udpos"]
+    assert "wo" not in set(gains["lang"]) and len(gains) == len(TASKS["udpos"].langs) - 1
+    assert row(gains, lang="ja")["eval_split"] == "dev" and row(gains, lang="et")["eval_split"] == "test"
+    assert "full · m · anli(en) × udpos: no gain over the no-intermediate baseline in wo: scored on another " \
+           "evaluation split than the reference" in analysis.notes
+    grid = report.language_grid(analysis.per_language, "value")
+    assert list(grid.columns[:4]) == ["configuration", "target_task", "metric", "eval_split"]
+    assert row(grid, configuration="full · m · none", target_task="udpos")["eval_split"] == mixed
+
+
+def test_seeds_scored_on_different_splits_label_the_language_with_both():
+    table = tidy(values("xnli", every_lang("xnli", 60), seed="1"),
+                 values("xnli", every_lang("xnli", 62), seed="2", dev_langs=("sw",)))
+    analysis = analyse(table, NO_DISTANCES, SETTINGS)
+    assert row(analysis.per_language, lang="sw")["eval_split"] == "dev+test"
+    assert row(analysis.task_averages, target_task="xnli")["eval_split"] == "mixed: test, dev+test in sw"

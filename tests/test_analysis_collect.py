@@ -91,3 +91,12 @@ def test_tag_filters_refuse_what_would_break_the_filter_string():
     for bad in ("study", "stu`dy=a", "study=it's"):
         with pytest.raises(XstiltsInputError, match="expected key=value"):
             parse_tags(bad)
+
+
+def test_each_value_carries_the_split_its_run_logged_for_the_language(tracking_store):
+    log_run({"eval/udpos/wo/f1": 50.0, "eval/udpos/ja/f1": 40.0},
+            params={**CONTRACT, "task": "udpos", "eval_split/udpos/wo": "test", "eval_split/udpos/ja": "dev"})
+    log_run({"eval/xnli/de/accuracy": 61.0})  # logged before evaluate recorded the split
+    tidy = collect(RunSelection(experiment="study")).tidy.set_index(["target_task", "lang"])
+    assert tidy.loc[("udpos", "wo"), "eval_split"] == "test" and tidy.loc[("udpos", "ja"), "eval_split"] == "dev"
+    assert tidy.loc[("xnli", "de"), "eval_split"] == "unrecorded"

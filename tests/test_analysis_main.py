@@ -43,6 +43,9 @@ def test_report_is_written_logged_and_summarised(tracking_store, tmp_path):
     assert "XCOPA is counted once" in html and "Spearman" in html
     for table in ("task_averages", "benchmark_scores", "gains_task", "gains_language", "excluded", "per_language"):
         assert (folder / "tables" / f"{table}.csv").is_file() and (folder / "tables" / f"{table}.md").is_file()
+    # log_study's runs log no eval_split params (as runs from before the param): every table says so.
+    assert set(pd.read_csv(folder / "tables" / "task_averages.csv")["eval_split"]) == {"unrecorded"}
+    assert "| configuration | target_task | metric | eval_split | ar |" in (folder / "report.md").read_text()
     gain = pd.read_csv(folder / "tables" / "gains_task.csv").iloc[0]
     assert (gain["target_task"], gain["gain"], gain["n_seeds"]) == ("xnli", pytest.approx((62 - 60 + 64 - 61) / 2), 2)
     analysis_run = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`xlt.phase` = 'analysis'",

@@ -1,13 +1,17 @@
+import csv
 import json
 
 import pytest
 
-from components.data import (cut_dev_pool, evaluation_data, load_split, resolve_protocol, stage_params,
-                             training_stages)
+from components.data import (cut_dev_pool, evaluation_data, evaluation_split, load_split, resolve_protocol,
+                             stage_params, training_stages)
 from components.errors import XstiltsInputError
+from components.settings import data_root
 from components.tasks import DevSplit, get_task
 
 XNLI = get_task("xnli")
+PAWSX = get_task("pawsx")
+UDPOS = get_task("udpos")
 
 
 def write(root, relative, text):
@@ -74,9 +78,28 @@ def test_target_dev_protocol_scores_target_language_dev_sets():
 
 def test_dev_split_cut_moves_to_premise_boundaries():
     pool = [{"text_a": premise} for premise in "AAABBBCCCDDD"]
-    cut = cut_dev_pool(pool, DevSplit(train=4, select=2, group_by_first_field=True))
+    cut = cut_dev_pool(pool, DevSplit(train=4, select=2, group_by=("text_a",)))
     # train ends after B (index 6), select must hold at least one group: C (6-8), evaluation D (9-11)
-    assert (cut.train_end, cut.select_end) == (6, 9)
+    assert (cut.train, cut.select, cut.evaluated) == ((0, 1, 2, 3, 4, 5), (6, 7, 8), (9, 10, 11))
+
+
+def test_dev_split_keeps_items_that_share_a_sentence_together():
+    pool = [{"text_a": a, "text_b": b} for a, b in
+            [("A", "B"), ("C", "D"), ("E", "F"), ("B", "G"), ("H", "C"), ("I", "J")]]
+    cut = cut_dev_pool(pool, DevSplit(train=2, select=1, group_by=("text_a", "text_b")))
+    # Groups by first item: {0, 3} share B, {1, 4} share C (in the other field), {2}, {5}.
+    assert (cut.train, cut.select, cut.evaluated) == ((0, 3), (1, 4), (2, 5))
+    assert {key: value for key, value in cut.describe().items() if key != "protocol_split_fingerprint"} == {
+        "protocol_train_items": "0,3", "protocol_select_items": "1,4", "protocol_eval_items": "2,5",
+        "protocol_split_sizes": "train 2, select 2, eval 2"}
+    plain = cut_dev_pool(pool, DevSplit(train=2, select=1))
+    assert (plain.train, plain.select, plain.evaluated) == ((0, 1), (2,), (3, 4, 5))
+    assert plain.describe()["protocol_split_fingerprint"] != cut.describe()["protocol_split_fingerprint"]
+
+
+def test_dev_split_refuses_a_pool_too_small_for_train_and_select():
+    with pytest.raises(XstiltsInputError, match="the dev pool has 3 items, too few for 2 train \\+ 2 select items"):
+        cut_dev_pool([{"text_a": text} for text in "ABC"], DevSplit(train=2, select=2))
 
 
 def test_xnli_dev_split_on_the_bundle_keeps_premises_apart():
@@ -92,7 +115,6 @@ def test_xnli_dev_split_on_the_bundle_keeps_premises_apart():
 
 
 def _bundle_xnli_en():
-    from components.settings import data_root
     return (data_root() / "xtreme/download/xnli/dev-en.tsv").read_text(encoding="utf-8")
 
 
@@ -103,9 +125,75 @@ def test_dev_split_needs_aligned_languages(tmp_path):
         evaluation_data(XNLI, "dev-split", "de", tmp_path)
 
 
-def test_pawsx_has_no_dev_split_protocol():
-    with pytest.raises(XstiltsInputError, match="pawsx' has no dev-split protocol"):
-        training_stages(get_task("pawsx"), "dev-split", "en")
+def test_a_task_without_dev_split_refuses_the_protocol():
+    with pytest.raises(XstiltsInputError, match="udpos' has no dev-split protocol"):
+        training_stages(UDPOS, "dev-split", "en")
+
+
+def _bundle_rows(task, lang):
+    with (data_root() / f"xtreme/download/{task}/dev-{lang}.tsv").open(encoding="utf-8", newline="") as handle:
+        return list(csv.reader(handle, delimiter="\t"))
+
+
+def _indices(ranges):
+    """`0-3,5` -> [0, 1, 2, 3, 5] (the logged item ranges)."""
+    return [index for part in ranges.split(",")
+            for index in range(int(part.split("-")[0]), int(part.split("-")[-1]) + 1)]
+
+
+def test_pawsx_dev_split_on_the_bundle_shares_no_sentence_across_parts():
+    rows = _bundle_rows("pawsx", "en")
+    sentences = lambda part: {sentence for row in part for sentence in row[:2]}  # noqa: E731
+    assert sentences(rows[1700:]) & sentences(rows[:1500])  # why a plain cut of the file would leak
+    assert resolve_protocol(PAWSX, "auto") == "dev-split"
+    [data] = training_stages(PAWSX, "dev-split", "en")
+    train, select, evaluated = (_indices(data.params[f"protocol_{part}_items"]) for part in ("train", "select", "eval"))
+    assert (len(train), len(select), len(evaluated)) == (1500, 200, 300)
+    assert sorted(train + select + evaluated) == list(range(2000))
+    train_rows, select_rows, eval_rows = ([rows[index] for index in part] for part in (train, select, evaluated))
+    assert not sentences(eval_rows) & (sentences(train_rows) | sentences(select_rows))
+    assert not sentences(select_rows) & sentences(train_rows)
+    assert [(e["text_a"], e["text_b"], e["label"]) for e in data.train] == [tuple(row) for row in train_rows]
+    assert data.params["protocol_split_sizes"] == "train 1500, select 200, eval 300"
+    # The same item indices in every language: the dev files are line-aligned translations.
+    ja_rows = _bundle_rows("pawsx", "ja")
+    assert [(e["text_a"], e["label"]) for e in evaluation_data(PAWSX, "auto", "ja")] == [
+        (ja_rows[index][0], ja_rows[index][2]) for index in evaluated]
+
+
+# The bundle README's UD-POS row: labeled test files for these 21 languages; dev only for the others it lists.
+UDPOS_TEST_LANGS = "af bg el et eu fa he hu kk lt mr nl ro ta te tl uk ur vi wo yo".split()
+UDPOS_DEV_ONLY_LANGS = "ar de en es fi fr hi id it ja ko pl pt ru tr zh".split()
+
+
+def test_udpos_evaluates_test_where_the_bundle_has_it_and_dev_elsewhere():
+    assert {lang: evaluation_split(UDPOS, "standard", lang) for lang in UDPOS_TEST_LANGS + UDPOS_DEV_ONLY_LANGS} == {
+        **dict.fromkeys(UDPOS_TEST_LANGS, "test"), **dict.fromkeys(UDPOS_DEV_ONLY_LANGS, "dev")}
+    assert evaluation_split(UDPOS, "auto", "et") == "test"
+    assert evaluation_split(UDPOS, "target-dev", "et") == "dev"
+    wo_test = (data_root() / "xtreme/download/udpos/test-wo.tsv").read_text(encoding="utf-8")
+    ja_dev = (data_root() / "xtreme/download/udpos/dev-ja.tsv").read_text(encoding="utf-8")
+    assert len(evaluation_data(UDPOS, "standard", "wo")) == wo_test.strip().count("\n\n") + 1 == 470
+    assert len(evaluation_data(UDPOS, "standard", "ja")) == ja_dev.strip().count("\n\n") + 1
+
+
+def test_dev_protocols_evaluate_dev_items():
+    assert evaluation_split(XNLI, "dev-split", "sw") == evaluation_split(PAWSX, "auto", "ko") == "dev"
+    assert evaluation_split(get_task("panx"), "auto", "yo") == "dev"
+    assert evaluation_split(get_task("xquad"), "standard", "ro") == "test"
+
+
+def test_a_language_without_labeled_test_or_dev_data_names_both_files(tmp_path):
+    with pytest.raises(XstiltsInputError) as error:
+        evaluation_split(UDPOS, "standard", "de", tmp_path)
+    message = str(error.value)
+    assert message.startswith("cannot evaluate udpos [de]: no labeled test or dev data")
+    for split in ("test", "dev"):
+        assert str(tmp_path / f"xtreme/download/udpos/{split}-de.tsv") in message
+    with pytest.raises(XstiltsInputError, match=r"cannot evaluate udpos \[th\]: .*udpos/test-th.tsv.*udpos/dev-th.tsv"):
+        evaluation_data(UDPOS, "standard", "th")
+    with pytest.raises(XstiltsInputError, match="unknown language 'xx' for task 'udpos'"):
+        evaluation_split(UDPOS, "standard", "xx")
 
 
 def test_anli_reader_maps_short_labels_and_checks_columns(tmp_path):

@@ -78,9 +78,13 @@ def read_tag_file(text: str) -> list[list[str]]:
 def test_tagging_chain_scores_the_xtreme_tag_files_it_writes(tracking_store, tiny_model_dir):
     code, out = invoke(target.main, ["--task", "udpos", "--model", str(tiny_model_dir), *FAST])
     assert code == 0, out
-    code, out = invoke(evaluate.main, ["--train-run-id", run_id_of(out, "target"), "--langs", "wo"])
+    code, out = invoke(evaluate.main, ["--train-run-id", run_id_of(out, "target"), "--langs", "wo,ja"])
     assert code == 0, out
     evaluate_id = run_id_of(out, "evaluate")
+    run = MlflowClient().get_run(evaluate_id)
+    # UD-POS test files exist for wo, not for ja (its test is PUD, left out of the bundle): ja is scored on dev.
+    assert (run.data.params["eval_split/udpos/wo"], run.data.params["eval_split/udpos/ja"]) == ("test", "dev")
+    assert run.data.metrics["eval_examples/udpos/ja/n"] == 511  # UD-POS dev-ja sentences
     predicted = read_tag_file(mlflow.artifacts.load_text(f"runs:/{evaluate_id}/predictions/udpos/test-wo.tsv"))
     gold = [[line.split("\t")[1] for line in block.split("\n")] for block in
             (data_root() / "xtreme/download/udpos/test-wo.tsv").read_text(encoding="utf-8").strip().split("\n\n")]
@@ -90,6 +94,21 @@ def test_tagging_chain_scores_the_xtreme_tag_files_it_writes(tracking_store, tin
     assert metrics["eval/udpos/wo/f1"] == pytest.approx(100 * seqeval.metrics.f1_score(gold, predicted))
     flat = [(g, p) for gs, ps in zip(gold, predicted) for g, p in zip(gs, ps)]
     assert metrics["eval/udpos/wo/token_accuracy"] == pytest.approx(100 * sum(g == p for g, p in flat) / len(flat))
+
+
+def test_pawsx_trains_on_its_dev_split_and_scores_every_language(tracking_store, tiny_model_dir):
+    code, out = invoke(target.main, ["--task", "pawsx", "--model", str(tiny_model_dir), *FAST])
+    assert code == 0, out
+    target_params = MlflowClient().get_run(run_id_of(out, "target")).data.params
+    assert (target_params["data_protocol"], target_params["n_train_examples"]) == ("dev-split", "1500")
+    assert target_params["protocol_split_sizes"] == "train 1500, select 200, eval 300"
+    code, out = invoke(evaluate.main, ["--train-run-id", run_id_of(out, "target")])
+    assert code == 0, out
+    run = MlflowClient().get_run(run_id_of(out, "evaluate"))
+    langs = "de en es fr ja ko zh".split()
+    assert {lang: run.data.metrics[f"eval_examples/pawsx/{lang}/n"] for lang in langs} == dict.fromkeys(langs, 300)
+    assert all(0 <= run.data.metrics[f"eval/pawsx/{lang}/accuracy"] <= 100 for lang in langs)
+    assert {run.data.params[f"eval_split/pawsx/{lang}"] for lang in langs} == {"dev"}
 
 
 def test_target_selection_reads_english_dev_only(tracking_store, tiny_model_dir, monkeypatch):
@@ -123,7 +142,7 @@ def assert_clean_failure(code, out, message):
     (["--task", "xnlii"], "unknown task 'xnlii'"),
     (["--model", "xlm-roberta-huge"], "unknown model 'xlm-roberta-huge'"),
     (["--protocol", "sometimes"], "unknown protocol 'sometimes'"),
-    (["--task", "pawsx"], "pawsx/train-en.tsv"),
+    (["--task", "pawsx", "--protocol", "standard"], "pawsx/train-en.tsv"),
 ])
 def test_target_bad_input(tracking_store, tiny_model_dir, args, message):
     code, out = invoke(target.main, ["--model", str(tiny_model_dir), *FAST, *args])
