@@ -1,7 +1,9 @@
 """The only module of `components/` that talks to MLflow: runs, params, metric keys and artifact hand-offs.
 
 Metric keys: `<split>/<task>/<lang>/<metric>` (e.g. `eval/xnli/de/accuracy`, `select/xnli/en/accuracy`), plus
-`train/<task>/*` curves and `peak_rss_mb`. Artifacts: `model/` (a Hugging Face folder), `predictions/<task>/test-<lang>.<ext>`.
+`train/<task>/*` curves and `peak_rss_mb`; a multi-task run logs what belongs to its whole mixture (its training
+curves, the mean selection metric) under the task name `multitask`. Artifacts: `model/` (a Hugging Face folder),
+`predictions/<task>/test-<lang>.<ext>`.
 """
 
 import os
@@ -20,6 +22,7 @@ from components.settings import PROJECT_ROOT
 MODEL_ARTIFACT = "model"
 PREDICTIONS_ARTIFACT = "predictions"
 TAG_PREFIX = "xlt."
+MULTITASK = "multitask"  # the task slot of metric keys that describe a multi-task run's whole mixture
 
 
 def default_tracking_uri() -> str:
@@ -104,7 +107,10 @@ def download_model(run_id: str, expected_phase: str, destination: Path) -> Path:
 
 class MetricsCallback(TrainerCallback):
     """Logs the Trainer's curves under our key scheme; the Trainer's own MLflow integration is off because it logs
-    ~200 params whose names can collide with ours and silently lose a whole batch."""
+    ~200 params whose names can collide with ours and silently lose a whole batch.
+
+    Evaluation keys are `eval_<metric>` for `task`, or `eval_<task>/<metric>` where one evaluation scores several tasks.
+    """
 
     def __init__(self, task: str, select_lang: str):
         self.task, self.select_lang = task, select_lang
@@ -115,7 +121,8 @@ class MetricsCallback(TrainerCallback):
             if not isinstance(value, (int, float)):
                 continue
             if key.startswith("eval_"):
-                metrics[metric_key("select", self.task, self.select_lang, key.removeprefix("eval_"))] = value
+                task, _, metric = key.removeprefix("eval_").rpartition("/")
+                metrics[metric_key("select", task or self.task, self.select_lang, metric)] = value
             else:
                 metrics[f"train/{self.task}/{key}"] = value
         if metrics:

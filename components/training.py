@@ -59,6 +59,10 @@ class TrainConfig:
     def as_params(self) -> dict[str, str]:
         return {key: str(value) for key, value in asdict(self).items()}
 
+    def train_subset(self, examples: Sequence[Example]) -> Sequence[Example]:
+        """The examples a run trains on: the first `max_train_examples` (all when 0)."""
+        return examples[: self.max_train_examples] if self.max_train_examples else examples
+
 
 @dataclass
 class TrainResult:
@@ -78,7 +82,7 @@ def check_selection_language(select: Sequence[Example], train_lang: str) -> None
         )
 
 
-def _freeze_word_embeddings(model: torch.nn.Module) -> None:
+def freeze_word_embeddings(model: torch.nn.Module) -> None:
     model.get_input_embeddings().weight.requires_grad_(False)
 
 
@@ -98,12 +102,9 @@ def train(spec: TaskSpec, init: ResolvedModel, tokenizer, stages: Sequence[Train
             raise XstiltsInputError(f"stage task {stage.task} is not of {spec.name}'s type {spec.task_type.value}")
     labels = spec.labels
     torch.manual_seed(config.seed)
-    # Multiple choice has no label set: its head scores each choice.
-    label_maps = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
-                  "label2id": {label: index for index, label in enumerate(labels)}} if labels else {}
-    model = load_pretrained(handler.auto_model, init, ignore_mismatched_sizes=True, **label_maps)
+    model = load_task_model(spec, init)
     if config.freeze_word_embeddings:
-        _freeze_word_embeddings(model)
+        freeze_word_embeddings(model)
     for number, stage in enumerate(stages, start=1):
         trainer = _stage_trainer(spec, handler, model, tokenizer, stage, config, output_dir / f"stage{number}",
                                  callbacks_for(stage))
@@ -117,11 +118,19 @@ def train(spec: TaskSpec, init: ResolvedModel, tokenizer, stages: Sequence[Train
     )
 
 
+def load_task_model(spec: TaskSpec, init: ResolvedModel) -> torch.nn.Module:
+    """`init`'s encoder under a fresh head for `spec`."""
+    labels = spec.labels
+    # Multiple choice has no label set: its head scores each choice.
+    label_maps = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+                  "label2id": {label: index for index, label in enumerate(labels)}} if labels else {}
+    return load_pretrained(handler_for(spec).auto_model, init, ignore_mismatched_sizes=True, **label_maps)
+
+
 def _stage_trainer(spec: TaskSpec, handler, model, tokenizer, stage: TrainingData, config: TrainConfig,
                    output_dir: Path, callbacks: Sequence) -> Trainer:
     labels = spec.labels
-    train_examples = stage.train[: config.max_train_examples] if config.max_train_examples else stage.train
-    early_stopping = [EarlyStoppingCallback(config.early_stopping_patience)] if config.early_stopping_patience else []
+    train_examples = config.train_subset(stage.train)
     select_features = handler.encode(stage.select, tokenizer, config.max_length, labels)
     return Trainer(
         model=model,
@@ -132,11 +141,22 @@ def _stage_trainer(spec: TaskSpec, handler, model, tokenizer, stage: TrainingDat
         # The Trainer evaluates features in order, so QA can map its windows back to the selection examples.
         compute_metrics=lambda prediction: handler.selection_metrics(prediction.predictions, prediction.label_ids,
                                                                      select_features, stage.select, labels),
-        callbacks=[*callbacks, *early_stopping],
+        callbacks=trainer_callbacks(config, callbacks),
     )
 
 
+def trainer_callbacks(config: TrainConfig, callbacks: Sequence) -> list:
+    """`callbacks`, and early stopping on the selection metric where the config asks for it."""
+    early_stopping = [EarlyStoppingCallback(config.early_stopping_patience)] if config.early_stopping_patience else []
+    return [*callbacks, *early_stopping]
+
+
 def _training_arguments(spec: TaskSpec, config: TrainConfig, output_dir: Path) -> TrainingArguments:
+    return training_arguments(spec.headline_metric, config, output_dir)
+
+
+def training_arguments(selection_metric: str, config: TrainConfig, output_dir: Path) -> TrainingArguments:
+    """The Trainer's arguments: checkpoints are kept by `selection_metric` on the selection set."""
     return TrainingArguments(
         output_dir=str(output_dir),
         learning_rate=config.lr,
@@ -155,7 +175,7 @@ def _training_arguments(spec: TaskSpec, config: TrainConfig, output_dir: Path) -
         save_strategy="epoch",
         save_total_limit=1,
         load_best_model_at_end=True,
-        metric_for_best_model=spec.headline_metric,
+        metric_for_best_model=selection_metric,
         greater_is_better=True,
         group_by_length=True,
         logging_steps=10,

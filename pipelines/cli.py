@@ -10,7 +10,7 @@ import click
 from components import tracking
 from components.data import ZERO_SHOT_SOURCE_LANG, resolve_protocol, stage_params, training_stages
 from components.errors import XstiltsInputError
-from components.models import load_tokenizer, resolve_model
+from components.models import ResolvedModel, load_tokenizer, resolve_model
 from components.tasks import get_task
 from components.training import PRECISIONS, TrainConfig, encoder_of, train
 
@@ -79,9 +79,8 @@ def run_training_phase(phase: str, task: str, train_lang: str, init_run_id: str,
     resolved = resolve_model(model_name)
     config = TrainConfig(**config_values)
     protocol = resolve_protocol(spec, protocol)
-    params = {"task": task, "source_lang": train_lang, "model": resolved.name, "method": "full",
-              "init_run_id": init_run_id, "train_source_override": train_source, "select_holdout": select_holdout,
-              **config.as_params()}
+    params = training_params(task, train_lang, resolved, config, init_run_id=init_run_id,
+                             train_source_override=train_source, select_holdout=select_holdout)
     with tracking.phase_run(phase, params, tags={"task": task}) as run_id:
         if init_run_id:
             upstream = tracking.finished_run(init_run_id, "intermediate")
@@ -98,12 +97,25 @@ def run_training_phase(phase: str, task: str, train_lang: str, init_run_id: str,
             result = train(spec, init, tokenizer, stages, train_lang, config, Path(work_dir) / "trainer",
                            callbacks_for=lambda stage: [tracking.MetricsCallback(stage.task, train_lang)])
             tracking.log_language_metrics("select", task, train_lang, result.select_metrics)
-            tracking.log_params({"trainable_params": result.trainable_params, "total_params": result.total_params})
-            model_dir = Path(work_dir) / "trained"
-            (encoder_of(result.model) if hand_on_encoder_only else result.model).save_pretrained(model_dir)
-            tokenizer.save_pretrained(model_dir)
-            tracking.log_dir(model_dir, tracking.MODEL_ARTIFACT)
+            log_trained_model(encoder_of(result.model) if hand_on_encoder_only else result.model, tokenizer, result,
+                              Path(work_dir))
     return run_id
 
 
-__all__ = ["ZERO_SHOT_SOURCE_LANG", "entry_point", "train_options", "run_training_phase"]
+def training_params(task: str, train_lang: str, resolved: ResolvedModel, config: TrainConfig, **phase_params) -> dict:
+    """The params of every training run: task(s), language, model, method and hyperparameters, with the phase's own."""
+    return {"task": task, "source_lang": train_lang, "model": resolved.name, "method": "full", **phase_params,
+            **config.as_params()}
+
+
+def log_trained_model(model, tokenizer, result, work_dir: Path) -> None:
+    """Logs `result`'s parameter counts and hands `model` on, with the tokenizer, as the `model/` artifact."""
+    tracking.log_params({"trainable_params": result.trainable_params, "total_params": result.total_params})
+    model_dir = work_dir / "trained"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    tracking.log_dir(model_dir, tracking.MODEL_ARTIFACT)
+
+
+__all__ = ["ZERO_SHOT_SOURCE_LANG", "entry_point", "train_options", "run_training_phase", "training_params",
+           "log_trained_model"]

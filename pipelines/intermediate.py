@@ -1,22 +1,71 @@
-"""`intermediate`: STILTs phase 2. Fine-tunes the base encoder on one intermediate task in any source language.
+"""`intermediate`: STILTs phase 2. Fine-tunes the base encoder on one intermediate task, or on several at once (one
+shared encoder, one head per task; see `components.multitask`), in any source language.
 
-Reads: the base model (registry name or local folder) and the task's data. Writes: `model/` (the encoder, without
-its task head: target runs start from it with a fresh head).
+Reads: the base model (registry name or local folder) and the tasks' data. Writes: `model/` (the encoder, without
+its task heads: target runs start from it with a fresh head).
 """
+
+import tempfile
+from pathlib import Path
 
 import click
 
-from pipelines.cli import entry_point, run_training_phase, train_options
+from components import tracking
+from components.errors import XstiltsInputError
+from components.models import load_tokenizer, resolve_model
+from components.multitask import HEADLINE_MEAN, load_mixture, train_multitask
+from components.training import TrainConfig
+from pipelines.cli import entry_point, log_trained_model, run_training_phase, train_options, training_params
 
 
 @click.command()
-@click.option("--task", default="anli", show_default=True, help="Intermediate task (registry name).")
-@click.option("--source-lang", default="en", show_default=True, help="Language of the intermediate task's data.")
+@click.option("--task", default="anli", show_default=True,
+              help="Intermediate task (registry name), or several separated by commas for multi-task training.")
+@click.option("--source-lang", default="en", show_default=True, help="Language of the intermediate tasks' data.")
+@click.option("--task-size-cap", type=int, default=0, show_default=True,
+              help="Multi-task: a task's sampling weight is min(its training-set size, N) (examples-proportional "
+                   "mixing with a cap); 0 = no cap.")
 @train_options
 @entry_point
-def main(task: str, source_lang: str, **options) -> None:
-    run_id = run_training_phase("intermediate", task, source_lang, init_run_id="", hand_on_encoder_only=True, **options)
+def main(task: str, source_lang: str, task_size_cap: int, **options) -> None:
+    names = [name.strip() for name in task.split(",")]
+    if len(names) > 1:
+        run_id = run_multitask_phase(names, source_lang, task_size_cap, **options)
+    elif task_size_cap:
+        raise XstiltsInputError(f"--task-size-cap {task_size_cap} weighs the tasks of a multi-task run; to cap the "
+                                "training examples of one task, use --max-train-examples")
+    else:
+        run_id = run_training_phase("intermediate", names[0], source_lang, init_run_id="", hand_on_encoder_only=True,
+                                    **options)
     click.echo(f"intermediate run {run_id}")
+
+
+def run_multitask_phase(names: list[str], source_lang: str, task_size_cap: int, model_name: str, protocol: str,
+                        train_source: str, select_holdout: int, **config_values) -> str:
+    """Trains one encoder on the tasks `names` at once; logs it as `model/`, as a one-task run does; returns the run id.
+
+    The task list is checked inside the run, so a bad one leaves a FAILED run with its params.
+    """
+    resolved = resolve_model(model_name)
+    config = TrainConfig(**config_values)
+    task = ",".join(names)
+    params = training_params(task, source_lang, resolved, config, init_run_id="", task_size_cap=task_size_cap)
+    with tracking.phase_run("intermediate", params, tags={"task": task}) as run_id:
+        if train_source or select_holdout:
+            raise XstiltsInputError("--train-source and --select-holdout apply to one task; a multi-task run trains "
+                                    "and selects each task on its registry data")
+        tokenizer = load_tokenizer(resolved)
+        mixture = load_mixture(names, protocol, source_lang, tokenizer, config, task_size_cap)
+        tracking.log_params(mixture.params())
+        with tempfile.TemporaryDirectory(prefix="xstilts-intermediate-") as work_dir:
+            result = train_multitask(mixture, resolved, tokenizer, config, Path(work_dir) / "trainer",
+                                     callbacks=[tracking.MetricsCallback(tracking.MULTITASK, source_lang)])
+            for name, metrics in result.select_metrics.items():
+                tracking.log_language_metrics("select", name, source_lang, metrics)
+            tracking.log_language_metrics("select", tracking.MULTITASK, source_lang,
+                                          {HEADLINE_MEAN: result.headline_mean})
+            log_trained_model(result.model.encoder, tokenizer, result, Path(work_dir))
+    return run_id
 
 
 if __name__ == "__main__":
