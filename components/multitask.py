@@ -150,6 +150,10 @@ class TaskBatchSampler(Sampler[list[int]]):
         self.sizes, self.epoch_sizes = list(sizes.values()), list(mixing_sizes(sizes, cap).values())
         self.batch_size, self.seed, self.epoch = batch_size, seed, 0
 
+    @property
+    def epoch_examples(self) -> int:
+        return sum(self.epoch_sizes)
+
     def set_epoch(self, epoch: int) -> None:
         """The Trainer calls this (through accelerate's data loader) before each epoch."""
         self.epoch = epoch
@@ -221,6 +225,12 @@ class MultiTaskTrainer(Trainer):
                                                    collate_fn=self.data_collator,
                                                    num_workers=self.args.dataloader_num_workers,
                                                    pin_memory=self.args.dataloader_pin_memory))
+
+    def num_examples(self, dataloader: DataLoader) -> int:
+        """An epoch's training examples (the Trainer's speed metrics and log count these): under a cap, fewer than
+        the features the training data loader holds."""
+        sampler = getattr(dataloader, "batch_sampler", None)
+        return sampler.epoch_examples if isinstance(sampler, TaskBatchSampler) else super().num_examples(dataloader)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """`<prefix>_<task>/<metric>` for every task and `<prefix>_headline_mean`, on the selection sets the Trainer

@@ -48,6 +48,7 @@ def test_sampler_batches_hold_one_task_in_capped_proportion(cap, batches_per_tas
     sampler = TaskBatchSampler({"a": 100, "b": 30}, cap, batch_size=10, seed=0)
     batches = epoch_batches(sampler, 0)
     assert len(batches) == len(sampler) == sum(batches_per_task.values())
+    assert sampler.epoch_examples == sum(examples_per_task.values())
     assert all(len({task_of(index) for index in batch}) == 1 for batch in batches)
     assert {task: sum(task_of(batch[0]) == task for batch in batches) for task in "ab"} == batches_per_task
     drawn = [index for batch in batches for index in batch]
@@ -152,6 +153,8 @@ def test_two_task_intermediate_run_hands_on_an_encoder_a_target_run_starts_from(
         (metrics["select/xnli/en/accuracy"] + metrics["select/copa/en/accuracy"]) / 2)
     steps = {m.step for m in MlflowClient().get_metric_history(run_id, "select/copa/en/accuracy")}
     assert max(steps) == math.ceil(40 / 16) + math.ceil(24 / 16)  # one epoch: 3 XNLI batches and 2 COPA batches
+    trained = metrics["train/multitask/train_samples_per_second"] * metrics["train/multitask/train_runtime"]
+    assert trained == pytest.approx(40 + 24, rel=0.02)  # the Trainer counts an epoch's examples, not the pool
     assert mlflow.artifacts.load_dict(f"runs:/{run_id}/model/config.json")["architectures"] == ["XLMRobertaModel"]
 
     code, out = invoke(target.main, ["--task", "xnli", "--init-run-id", run_id, *model, *FAST])
