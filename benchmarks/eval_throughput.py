@@ -1,0 +1,94 @@
+"""Evaluation throughput: xstilts' length-sorted, dynamically padded batches vs a naive evaluator.
+
+    python -m benchmarks.eval_throughput --out results/eval-throughput [--examples 512]
+
+The naive evaluator batches in input order and pads every input to the task's maximum length, as a plain
+`padding="max_length"` loop does. Both score the same features of one language per task type with the same model
+(the untrained offline encoder with a fresh head: throughput does not depend on the weights), and must give the
+same logits.
+"""
+
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from benchmarks.common import machine, timed, write_json
+from components.data import evaluation_data, resolve_protocol
+from components.evaluation import LABEL_KEYS, predict_logits
+from components.models import load_pretrained, load_tokenizer, resolve_model
+from components.tasks import get_task
+from components.task_types import handler_for
+
+# One task per trained type: (scored language, the max length its training uses; QA windows are longer).
+TASKS = {"xnli": ("de", 128), "xcopa": ("it", 128), "panx": ("de", 128), "xquad": ("de", 384)}
+TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _padded(values, length: int, fill):
+    if values and isinstance(values[0], list):  # multiple choice: one sequence per choice
+        return [_padded(choice, length, fill) for choice in values]
+    return list(values) + [fill] * (length - len(values))
+
+
+def pad_to_max_length(feature: dict, max_length: int, pad_id: int) -> dict:
+    padded = dict(feature)
+    for key in TOKEN_KEYS:
+        if key in feature:
+            padded[key] = _padded(feature[key], max_length, pad_id if key == "input_ids" else 0)
+    return padded
+
+
+def naive_logits(model, features: list[dict], handler, tokenizer, batch_size: int) -> list[np.ndarray]:
+    """Input order, every input padded to max length; per-token logits cut back to the input's own length."""
+    collator = handler.collator(tokenizer)
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, len(features), batch_size):
+            batch = collator(features[start: start + batch_size])
+            for key in LABEL_KEYS:
+                batch.pop(key, None)
+            logits = handler.model_logits(model(**batch)).float().numpy()
+            outputs.extend(logits)
+    return outputs
+
+
+def measure(task: str, lang: str, max_length: int, examples_per_task: int, batch_size: int, model_name: str) -> dict:
+    spec = get_task(task)
+    handler = handler_for(spec)
+    resolved = resolve_model(model_name)
+    tokenizer = load_tokenizer(resolved)
+    torch.manual_seed(0)
+    label_maps = {"num_labels": len(spec.labels)} if spec.labels else {}
+    model = load_pretrained(handler.auto_model, resolved, **label_maps).eval()
+    examples = evaluation_data(spec, resolve_protocol(spec, "auto"), lang)[:examples_per_task]
+    features = handler.encode(examples, tokenizer, max_length, spec.labels)
+    with timed() as sorted_clock:
+        fast = predict_logits(model, features, handler, tokenizer, batch_size)
+    padded = [pad_to_max_length(feature, max_length, tokenizer.pad_token_id) for feature in features]
+    with timed() as naive_clock:
+        naive = naive_logits(model, padded, handler, tokenizer, batch_size)
+    worst = max(float(np.abs(a - b[: len(a)]).max()) for a, b in zip(fast, naive))
+    result = {"task": task, "lang": lang, "type": spec.task_type.value, "examples": len(examples), "features": len(features),
+              "max_length": max_length, "sorted_examples_per_second": len(examples) / sorted_clock["seconds"],
+              "naive_examples_per_second": len(examples) / naive_clock["seconds"],
+              "speedup": naive_clock["seconds"] / sorted_clock["seconds"], "max_abs_logit_difference": worst}
+    click.echo(f"{task}: {result['sorted_examples_per_second']:.1f} vs {result['naive_examples_per_second']:.1f} "
+               f"examples/s, x{result['speedup']:.2f}, max |logit difference| {worst:.2e}")
+    return result
+
+
+@click.command()
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--examples", "examples_per_task", type=int, default=512, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--model", "model_name", default="multilingual-e5-small", show_default=True)
+def main(out_dir: Path, examples_per_task: int, batch_size: int, model_name: str) -> None:
+    results = [measure(task, lang, max_length, examples_per_task, batch_size, model_name)
+               for task, (lang, max_length) in TASKS.items()]
+    write_json(out_dir / "eval-throughput.json", {"machine": machine(), "results": results})
+
+
+if __name__ == "__main__":
+    main()
