@@ -3,7 +3,8 @@
 Metric keys: `<split>/<task>/<lang>/<metric>` (e.g. `eval/xnli/de/accuracy`, `select/xnli/en/accuracy`), plus
 `train/<task>/*` curves and `peak_rss_mb`; a multi-task run logs what belongs to its whole mixture (its training
 curves, the mean selection metric) under the task name `multitask`. Artifacts: `model/` (a Hugging Face folder),
-`predictions/<task>/test-<lang>.<ext>`.
+`predictions/<task>/test-<lang>.<ext>`, and for adapter runs `adapters/<name>/`,
+`heads/<name>/` and `corpus/composition.json`.
 """
 
 import os
@@ -21,6 +22,9 @@ from components.settings import PROJECT_ROOT
 
 MODEL_ARTIFACT = "model"
 PREDICTIONS_ARTIFACT = "predictions"
+ADAPTERS_ARTIFACT = "adapters"  # adapters/<adapter name>/: adapter runs hand on adapters, never the base model
+HEADS_ARTIFACT = "heads"  # heads/<adapter name>/: the head trained with that adapter
+CORPUS_ARTIFACT = "corpus"  # corpus/composition.json of a language adapter's training text
 TAG_PREFIX = "xlt."
 MULTITASK = "multitask"  # the task slot of metric keys that describe a multi-task run's whole mixture
 
@@ -101,8 +105,20 @@ def run_summary(run_id: str) -> tuple[float, dict[str, float]]:
 def download_model(run_id: str, expected_phase: str, destination: Path) -> Path:
     """The `model/` artifact of a FINISHED upstream run, downloaded under `destination` (the caller's work dir)."""
     finished_run(run_id, expected_phase)
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=MODEL_ARTIFACT,
-                                                    dst_path=str(destination)))
+    return download_artifact(run_id, MODEL_ARTIFACT, destination)
+
+
+def download_artifact(run_id: str, artifact_path: str, destination: Path) -> Path:
+    """One artifact file or folder of run `run_id`, downloaded under `destination`.
+
+    Raises:
+        XstiltsInputError: the run has no such artifact.
+    """
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path,
+                                                        dst_path=str(destination)))
+    except Exception:
+        raise XstiltsInputError(f"run {run_id} has no artifact {artifact_path!r}") from None
 
 
 class MetricsCallback(TrainerCallback):

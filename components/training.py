@@ -87,12 +87,14 @@ def freeze_word_embeddings(model: torch.nn.Module) -> None:
 
 
 def train(spec: TaskSpec, init: ResolvedModel, tokenizer, stages: Sequence[TrainingData], train_lang: str,
-          config: TrainConfig, output_dir: Path, callbacks_for: Callable[[TrainingData], Sequence] = lambda _: ()
-          ) -> TrainResult:
+          config: TrainConfig, output_dir: Path, callbacks_for: Callable[[TrainingData], Sequence] = lambda _: (),
+          setup_model: Callable[[torch.nn.Module], None] | None = None) -> TrainResult:
     """Fine-tunes `init` (with a fresh head) through `stages` in order, keeping the best selection epoch of each.
 
     Args:
         callbacks_for: the Trainer callbacks of one stage (e.g. metric logging keyed by the stage's task).
+        setup_model: adapter methods: called on the loaded model to freeze its encoder and add and activate its
+            adapters (`components.adapters.TaskAdapterTraining`); None = full fine-tuning.
     """
     handler = handler_for(spec)
     for stage in stages:
@@ -103,7 +105,9 @@ def train(spec: TaskSpec, init: ResolvedModel, tokenizer, stages: Sequence[Train
     labels = spec.labels
     torch.manual_seed(config.seed)
     model = load_task_model(spec, init)
-    if config.freeze_word_embeddings:
+    if setup_model:
+        setup_model(model)
+    elif config.freeze_word_embeddings:
         freeze_word_embeddings(model)
     for number, stage in enumerate(stages, start=1):
         trainer = _stage_trainer(spec, handler, model, tokenizer, stage, config, output_dir / f"stage{number}",

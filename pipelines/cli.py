@@ -13,6 +13,7 @@ from components.errors import XstiltsInputError
 from components.models import ResolvedModel, load_tokenizer, resolve_model
 from components.tasks import get_task
 from components.training import PRECISIONS, TrainConfig, encoder_of, train
+from pipelines.methods import FULL_FINE_TUNING, MethodChoice, log_adapter_outputs
 
 DEFAULT_MODEL = "multilingual-e5-small"
 
@@ -69,8 +70,10 @@ def train_options(function):
 
 
 def run_training_phase(phase: str, task: str, train_lang: str, init_run_id: str, model_name: str, protocol: str,
-                       hand_on_encoder_only: bool, train_source: str, select_holdout: int, **config_values) -> str:
-    """Trains `task` in `train_lang` from the base model or an upstream run's encoder; logs `model/`; returns run id.
+                       hand_on_encoder_only: bool, train_source: str, select_holdout: int,
+                       method: MethodChoice = FULL_FINE_TUNING, **config_values) -> str:
+    """Trains `task` in `train_lang` from the base model or an upstream run; logs `model/` (adapter methods:
+    `adapters/` and `heads/`, see `pipelines.methods`); returns the run id.
 
     `train_source` and `select_holdout` are the data options of `components.data.training_stages`.
     """
@@ -80,12 +83,13 @@ def run_training_phase(phase: str, task: str, train_lang: str, init_run_id: str,
     config = TrainConfig(**config_values)
     protocol = resolve_protocol(spec, protocol)
     params = training_params(task, train_lang, resolved, config, init_run_id=init_run_id,
-                             train_source_override=train_source, select_holdout=select_holdout)
+                             train_source_override=train_source, select_holdout=select_holdout, **method.params())
     with tracking.phase_run(phase, params, tags={"task": task}) as run_id:
+        upstream_params = tracking.finished_run(init_run_id, "intermediate").data.params if init_run_id else {}
+        method.check_upstream(init_run_id, upstream_params)
         if init_run_id:
-            upstream = tracking.finished_run(init_run_id, "intermediate")
-            tracking.log_params({"intermediate_task": upstream.data.params.get("task", ""),
-                                 "intermediate_source_lang": upstream.data.params.get("source_lang", "")})
+            tracking.log_params({"intermediate_task": upstream_params.get("task", ""),
+                                 "intermediate_source_lang": upstream_params.get("source_lang", "")})
         elif phase == "target":
             tracking.log_params({"intermediate_task": "none"})
         tokenizer = load_tokenizer(resolved)
@@ -93,12 +97,17 @@ def run_training_phase(phase: str, task: str, train_lang: str, init_run_id: str,
         tracking.log_params(stage_params(stages))
         with tempfile.TemporaryDirectory(prefix=f"xstilts-{phase}-") as work_dir:
             init = (resolve_model(str(tracking.download_model(init_run_id, "intermediate", Path(work_dir))))
-                    if init_run_id else resolved)
+                    if init_run_id and method.method.encoder_from_upstream else resolved)
+            setup = method.training_setup(task, train_lang, resolved.name, init_run_id, Path(work_dir))
             result = train(spec, init, tokenizer, stages, train_lang, config, Path(work_dir) / "trainer",
-                           callbacks_for=lambda stage: [tracking.MetricsCallback(stage.task, train_lang)])
+                           callbacks_for=lambda stage: [tracking.MetricsCallback(stage.task, train_lang)],
+                           setup_model=setup)
             tracking.log_language_metrics("select", task, train_lang, result.select_metrics)
-            log_trained_model(encoder_of(result.model) if hand_on_encoder_only else result.model, tokenizer, result,
-                              Path(work_dir))
+            if setup:
+                log_adapter_outputs(setup, spec.labels, result, Path(work_dir))
+            else:
+                log_trained_model(encoder_of(result.model) if hand_on_encoder_only else result.model, tokenizer,
+                                  result, Path(work_dir))
     return run_id
 
 

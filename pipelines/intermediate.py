@@ -2,7 +2,9 @@
 shared encoder, one head per task; see `components.multitask`), in any source language.
 
 Reads: the base model (registry name or local folder) and the tasks' data. Writes: `model/` (the encoder, without
-its task heads: target runs start from it with a fresh head).
+its task heads: target runs start from it with a fresh head). With `--method madx` (adapter STILTs): an
+intermediate-task adapter stacked on the source language's adapter (a `lang_adapter` run), base model frozen; writes
+`adapters/task_<task>/` and `heads/task_<task>/`, which a `target` run of method adapter_stilts continues.
 """
 
 import tempfile
@@ -16,6 +18,7 @@ from components.models import load_tokenizer, resolve_model
 from components.multitask import HEADLINE_MEAN, load_mixture, train_multitask
 from components.training import TrainConfig
 from pipelines.cli import entry_point, log_trained_model, run_training_phase, train_options, training_params
+from pipelines.methods import MethodChoice, method_options
 
 
 @click.command()
@@ -26,9 +29,15 @@ from pipelines.cli import entry_point, log_trained_model, run_training_phase, tr
               help="Multi-task: a task's sampling weight is min(its training-set size, N) (examples-proportional "
                    "mixing with a cap); 0 = no cap.")
 @train_options
+@method_options
 @entry_point
-def main(task: str, source_lang: str, task_size_cap: int, **options) -> None:
+def main(task: str, source_lang: str, task_size_cap: int, method_name: str, lang_adapter_run_id: str,
+         task_reduction_factor: float, **options) -> None:
     names = [name.strip() for name in task.split(",")]
+    method = MethodChoice.from_options("intermediate", method_name, lang_adapter_run_id, task_reduction_factor)
+    if len(names) > 1 and method.method.adapters:
+        raise XstiltsInputError(f"method {method.method.name} trains one intermediate-task adapter; multi-task "
+                                "training (several tasks) is method full")
     if len(names) > 1:
         run_id = run_multitask_phase(names, source_lang, task_size_cap, **options)
     elif task_size_cap:
@@ -36,7 +45,7 @@ def main(task: str, source_lang: str, task_size_cap: int, **options) -> None:
                                 "training examples of one task, use --max-train-examples")
     else:
         run_id = run_training_phase("intermediate", names[0], source_lang, init_run_id="", hand_on_encoder_only=True,
-                                    **options)
+                                    method=method, **options)
     click.echo(f"intermediate run {run_id}")
 
 
