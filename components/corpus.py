@@ -84,7 +84,8 @@ class Corpus:
         """Everything about the corpus as JSON-ready data (logged as an artifact)."""
         return {
             "lang": self.lang, "origin": self.origin, "protocol": self.protocol,
-            "excluded_eval_of": list(self.excluded_eval_of), "eval_texts_of": self.eval_texts_of, "available_texts": self.available,
+            "excluded_eval_of": list(self.excluded_eval_of), "eval_texts_of": self.eval_texts_of,
+            "available_texts": self.available,
             "training_texts": len(self.texts), "training_chars": sum(map(len, self.texts)),
             "sources": [{"source": s.source, "read": s.read, "duplicates": s.duplicates,
                          "excluded_eval": s.excluded_eval, "kept": s.kept} for s in self.sources],
@@ -140,7 +141,8 @@ def build_corpus(lang: str, text_source: str, excluded_eval_of: tuple[str, ...],
         sources = [_hub_source(text_source, lang, max_hub_texts)]
     else:
         raise XstiltsInputError(f"--text-source {text_source!r}: expected '{BUNDLE_SOURCE}' or "
-                                f"'{HUB_PREFIX}<dataset>:<config>[:<field>]', e.g. hf:wikimedia/wikipedia:20231101.{{lang}}")
+                                f"'{HUB_PREFIX}<dataset>:<config>[:<field>]', "
+                                "e.g. hf:wikimedia/wikipedia:20231101.{lang}")
     evaluation = _evaluation_texts(lang, excluded_eval_of, protocol, root, bundle)
     corpus = _deduplicated(lang, text_source, sources, evaluation, excluded_eval_of, protocol)
     if not corpus.texts:
@@ -236,10 +238,10 @@ def _empty_corpus_message(corpus: Corpus, root: Path) -> str:
                  if corpus.origin == BUNDLE_SOURCE else f"{corpus.origin} returned no text for {corpus.lang!r}")
         return f"empty text corpus for language {corpus.lang!r}: {where}; pass --text-source {HUB_PREFIX}... (online)"
     found = ", ".join(f"{s.source} {s.read}" for s in corpus.sources)
-    return (f"empty text corpus for language {corpus.lang!r}: found {found} texts, all of them duplicates or evaluation "
-            f"texts of studied tasks ({', '.join(sorted(corpus.eval_texts_of))}); no evaluation text may train an "
-            f"adapter. Narrow --exclude-eval-of to the tasks actually studied, or pass --text-source {HUB_PREFIX}... "
-            "(online)")
+    return (f"empty text corpus for language {corpus.lang!r}: found {found} texts, all of them duplicates or "
+            f"evaluation texts of studied tasks ({', '.join(sorted(corpus.eval_texts_of))}); no evaluation text may "
+            f"train an adapter. Narrow --exclude-eval-of to the tasks actually studied, or pass --text-source "
+            f"{HUB_PREFIX}... (online)")
 
 
 def _hub_source(text_source: str, lang: str, max_texts: int) -> tuple[str, list[str]]:

@@ -86,8 +86,8 @@ def run_lang_adapter(lang: str, model_name: str, init_run_id: str, text_source: 
                     if init_run_id else resolved)
             hidden_size = load_pretrained(AutoConfig, base).hidden_size
             tracking.log_params({"bottleneck": bottleneck_size(hidden_size, config.reduction_factor, "lang adapter")})
-            result = train_language_adapter(base, base_model_label(resolved.name, init_run_id), load_tokenizer(resolved),
-                                            corpus.texts, lang, config, Path(work_dir),
+            result = train_language_adapter(base, base_model_label(resolved.name, init_run_id),
+                                            load_tokenizer(resolved), corpus.texts, lang, config, Path(work_dir),
                                             callbacks=[tracking.MetricsCallback("mlm", lang)])
             tracking.log_dir(result.adapter_dir, f"{tracking.ADAPTERS_ARTIFACT}/{result.info.name}")
             tracking.log_dir(result.head_dir, f"{tracking.HEADS_ARTIFACT}/{result.info.name}")

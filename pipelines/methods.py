@@ -76,7 +76,7 @@ class MethodChoice:
             raise XstiltsInputError(f"method {self.method.name} trains task adapters with a task head; {task} is "
                                     "dual-encoder retrieval, which has no head: use method full")
         base_name = base_model_label(model_name, init_run_id if self.method.encoder_from_upstream else "")
-        lang_dir = (download_lang_adapter(self.lang_adapter_run_id, train_lang, work_dir)
+        lang_dir = (download_lang_adapter(self.lang_adapter_run_id, train_lang, task, work_dir)
                     if self.method.lang_adapters else None)
         init_dir = (download_task_adapter(init_run_id, work_dir) if self.method.continues_task_adapter else None)
         return TaskAdapterTraining(task, base_name, self.task_reduction_factor, lang_dir, init_dir)
@@ -90,12 +90,18 @@ def base_model_label(model_name: str, encoder_run_id: str) -> str:
     return f"{model_name} fine-tuned by run {encoder_run_id}" if encoder_run_id else model_name
 
 
-def download_lang_adapter(run_id: str, lang: str, work_dir: Path) -> Path:
-    """The adapter folder of a FINISHED lang_adapter run, which must be in `lang`."""
-    run = tracking.finished_run(run_id, LANG_ADAPTER_PHASE)
-    if run.data.params.get("lang") != lang:
-        raise XstiltsInputError(f"lang_adapter run {run_id} trained the {run.data.params.get('lang')!r} adapter; "
+def download_lang_adapter(run_id: str, lang: str, task: str, work_dir: Path) -> Path:
+    """The adapter folder of a FINISHED lang_adapter run, which must be in `lang` and must not have trained on the
+    evaluation texts of `task` (the task it serves)."""
+    params = tracking.finished_run(run_id, LANG_ADAPTER_PHASE).data.params
+    if params.get("lang") != lang:
+        raise XstiltsInputError(f"lang_adapter run {run_id} trained the {params.get('lang')!r} adapter; "
                                 f"expected one in {lang!r}")
+    if task not in params.get("corpus_excluded_eval_of", "").split(","):
+        raise XstiltsInputError(
+            f"lang_adapter run {run_id} trained on text that may hold {task}'s evaluation texts (its corpus left out "
+            f"those of: {params.get('corpus_excluded_eval_of')}); train the {lang} adapter with -P exclude_eval_of=all "
+            f"or a list that names {task}")
     return tracking.download_artifact(run_id, f"{tracking.ADAPTERS_ARTIFACT}/{lang_adapter_name(lang)}",
                                       work_dir / LANG / lang)
 
@@ -177,5 +183,6 @@ def load_adapter_task_model(train_run_id: str, run_params: dict, spec, plan: dic
     loaded = {}
     for use in plan.values():
         if use.run_id and use.run_id not in loaded:
-            loaded[use.run_id] = host.load(download_lang_adapter(use.run_id, use.adapter_lang, work_dir), LANG).name
+            loaded[use.run_id] = host.load(download_lang_adapter(use.run_id, use.adapter_lang, spec.name, work_dir),
+                                           LANG).name
     return host.model, load_tokenizer(resolved), lambda lang: host.activate(task, loaded.get(plan[lang].run_id))

@@ -91,7 +91,8 @@ def test_language_adapter_training_leaves_the_base_model_bitwise_unchanged(tiny_
 def test_language_adapter_folder_holds_adapter_and_head_apart_without_the_base_model(lang_adapters):
     result = lang_adapters["sw"]
     info = json.loads((result.adapter_dir / "xstilts-adapter.json").read_text())
-    assert (info["kind"], info["subject"], info["config"], info["reduction_factor"]) == ("lang", "sw", "seq_bn_inv", 2.0)
+    assert (info["kind"], info["subject"], info["config"], info["reduction_factor"]) == \
+        ("lang", "sw", "seq_bn_inv", 2.0)
     adapter_files = {path.name for path in result.adapter_dir.iterdir()}
     assert adapter_files == {"adapter.safetensors", "adapter_config.json", "xstilts-adapter.json"}
     head = load_file(str(result.head_dir / "head.safetensors"))

@@ -15,14 +15,16 @@ def texts_of(task: str, split: str, lang: str) -> set[str]:
 def test_swahili_text_comes_from_every_task_file_in_swahili_without_evaluation_texts():
     corpus = build_corpus("sw", "bundle", studied_tasks("all"))
     kept = {source.source: source.kept for source in corpus.sources}
-    assert set(kept) == {"panx train", "panx dev", "tydiqa train", "xcopa dev", "xcopa test", "xnli dev", "tatoeba test"}
+    assert set(kept) == {"panx train", "panx dev", "tydiqa train", "xcopa dev", "xcopa test", "xnli dev",
+                         "tatoeba test"}
     texts = set(corpus.texts)
     assert not texts & texts_of("panx", "dev", "sw")  # PAN-X scores sw on dev (target-dev)
     assert not texts & texts_of("xcopa", "test", "sw")
     evaluated_xnli = {text for example in evaluation_data(get_task("xnli"), "auto", "sw") for text in
                       example_texts(example)}
     assert not texts & evaluated_xnli
-    assert texts_of("panx", "train", "sw") - texts_of("panx", "dev", "sw") <= texts  # a train text is kept unless evaluated
+    # A training text is kept unless an evaluation scores it too.
+    assert texts_of("panx", "train", "sw") - texts_of("panx", "dev", "sw") <= texts
     assert kept["xnli dev"] > 0 and kept["tatoeba test"] == 0  # Tatoeba has only evaluation text
     assert len(texts) == len(corpus.texts)  # deduplicated
 
