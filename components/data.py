@@ -4,8 +4,12 @@ Canonical examples are plain dicts keyed by task type, always with `lang`:
 - pair / single classification: `text_a`, `text_b` (pairs only), `label` (a string of the spec's label set);
 - multiple choice: `context`, `question`, `choices` (list of str), `label` (index);
 - token classification: `tokens`, `tags`;
-- extractive QA: `id`, `context`, `question`, `answers` ({"text": [...], "answer_start": [...]}).
-Retrieval files (Tatoeba, BUCC, LAReQA, Mewsli-X) have readers of their own in the retrieval components.
+- extractive QA: `id`, `context`, `question`, `answers` ({"text": [...], "answer_start": [...]});
+- dual-encoder retrieval (LAReQA, Mewsli-X): `id` (the query's; LAReQA's is shared by a question's translations),
+  `query`, `answer_id` (the correct candidate), `answer` (that candidate's text as encoded; "" where the file does not
+  hold it, e.g. Mewsli-X mentions, whose entities are in the candidate set), and for LAReQA `candidates`, the
+  (candidate id, text) pairs of the question's paragraph (see `candidate_pool`).
+Tatoeba and BUCC files have readers of their own in `components.retrieval`.
 
 Every malformed input ends in one `XstiltsInputError` naming the file, line and value.
 """
@@ -13,13 +17,14 @@ Every malformed input ends in one `XstiltsInputError` naming the file, line and 
 import csv
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from components.errors import XstiltsInputError
 from components.settings import DATA_ROOT_ENV, data_root
-from components.tasks import DevSplit, TaskSpec, get_task
+from components.tasks import DevSplit, TaskSpec, TaskType, get_task
 
 Example = dict
 ZERO_SHOT_SOURCE_LANG = "en"
@@ -185,14 +190,18 @@ def _read_cosmosqa_csv(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
     ]
 
 
-def _read_squad_json(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
+def _squad_articles(path: Path) -> list[dict]:
+    """The articles of a SQuAD-format file: its `data` list, or the bare list."""
     try:
         articles = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise _fail(path, error.lineno, f"not valid JSON ({error.msg})") from None
-    articles = articles["data"] if isinstance(articles, dict) else articles
+    return articles["data"] if isinstance(articles, dict) else articles
+
+
+def _read_squad_json(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
     examples = []
-    for article in articles:
+    for article in _squad_articles(path):
         for paragraph in article["paragraphs"]:
             for qa in paragraph["qas"]:
                 answers = qa.get("answers", [])
@@ -216,6 +225,149 @@ def _check_answer_offsets(path: Path, question_id: str, context: str, answers: l
                                     f"answer_start {start} (found {context[start: start + len(text)]!r})")
 
 
+def _json_fail(path: Path, where: str, message: str) -> XstiltsInputError:
+    """An error inside one JSON document, located by its place in the document (its lines carry no rows)."""
+    return XstiltsInputError(f"{path}: {where}: {message}")
+
+
+def _candidate_text(sentence: str, context: str) -> str:
+    """What a LAReQA candidate encodes: its sentence, then its paragraph. XTREME's evaluation concatenates the two
+    without a separator (`evaluate_retrieval.py`) and its training passes them as a text pair; one space keeps words
+    apart and is the same text in training and evaluation."""
+    return f"{sentence} {context}"
+
+
+def _read_xquad_r_json(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
+    """XQuAD-R (LAReQA): one example per question, as google-research/xtreme third_party/utils_lareqa.py
+    (`generate_examples`, `load_data`) reads the files.
+
+    A paragraph's sentences are the `sentence_breaks` slices of its context (the `sentences` field disagrees with them
+    in one Turkish paragraph; XTREME reads the breaks). Every sentence is a candidate, id
+    `<lang>_<paragraph number in the file>_<sentence index>`; a question's answer is the sentence holding its
+    `answer_start`. XTREME skips a question whose answer starts in no sentence; here that is an error, so that no
+    question disappears unseen (the released files have none).
+    """
+    examples = []
+    paragraphs = ((f"data[{a}].paragraphs[{p}]", paragraph) for a, article in enumerate(_squad_articles(path))
+                  for p, paragraph in enumerate(article.get("paragraphs", ())))
+    for number, (where, paragraph) in enumerate(paragraphs, start=1):
+        context, breaks = paragraph.get("context"), paragraph.get("sentence_breaks")
+        if not isinstance(context, str) or not _valid_breaks(breaks, context):
+            raise _json_fail(path, where, "expected a `context` string and `sentence_breaks`, a list of [start, end] "
+                                          "character offsets inside it")
+        candidates = [(f"{lang}_{number}_{index}", _candidate_text(context[start:end], context))
+                      for index, (start, end) in enumerate(breaks)]
+        for qa in paragraph.get("qas", ()):
+            answers = qa.get("answers") or [{}]
+            start = answers[0].get("answer_start")
+            sentence = next((index for index, (first, end) in enumerate(breaks)
+                             if isinstance(start, int) and first <= start < end), None)
+            if len(answers) != 1 or sentence is None or not isinstance(qa.get("question"), str) or "id" not in qa:
+                raise _json_fail(path, f"{where}, question {qa.get('id')!r}", f"expected an `id`, a `question` and "
+                                 f"one answer whose `answer_start` lies in a sentence of `sentence_breaks`, got "
+                                 f"answers {qa.get('answers')}")
+            answer_id, answer = candidates[sentence]
+            examples.append({"id": qa["id"], "query": qa["question"], "answer_id": answer_id, "answer": answer,
+                             "candidates": candidates, "lang": lang})
+    return examples
+
+
+def _valid_breaks(breaks, context: str) -> bool:
+    return isinstance(breaks, list) and all(
+        isinstance(pair, list) and len(pair) == 2 and all(isinstance(offset, int) for offset in pair)
+        and 0 <= pair[0] < pair[1] <= len(context) for pair in breaks)
+
+
+# Mewsli-X in the layout google-research/xtreme's scripts/download_data.sh (`download_mewslix`) leaves, with the fields
+# of third_party/utils_mewslix.py (adapted from google-research's mewsli_x/schema.py, whose README documents them):
+#   wikipedia_pairs-{train,dev}.jsonl  one MentionEntityPair per line: {"contextual_mention": {"context", "mention"},
+#                                      "entity"}, English
+#   wikinews_mentions-{dev,test}.jsonl one ContextualMentions per line: {"context", "mentions": [mention, ...]}
+#   candidate_set_entities.jsonl       one Entity per line: {"entity_id", "title", "description", "sentence_spans", ...}
+# context: {"language", "text", "sentence_spans": [{"start", "end"}], ...}; mention: {"example_id", "entity_id",
+# "mention_span": {"start", "end", "text"}}.
+MEWSLIX_LAYOUT = ("a Mewsli-X mention-entity pair {contextual_mention: {context, mention}, entity} or an article "
+                  "{context, mentions}, with context {language, text, sentence_spans} and mentions {example_id, "
+                  "entity_id, mention_span: {start, end, text}}")
+_MARKED_SPAN = re.compile(r"\{(.*?)\}")
+
+
+def _read_mewslix_jsonl(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
+    """The mentions in `lang` of a Mewsli-X pair or article file: training pairs carry their entity's description,
+    article mentions only the entity id (its description is in the candidate set)."""
+    examples = []
+    for line, record in _read_jsonl(path):
+        try:
+            examples.extend(_mewslix_examples(record, lang))
+        except (KeyError, TypeError, AttributeError, IndexError) as error:
+            raise _fail(path, line, f"missing or malformed field ({type(error).__name__}: {error}); expected "
+                                    f"{MEWSLIX_LAYOUT}") from None
+        except ValueError as error:
+            raise _fail(path, line, str(error)) from None
+    return examples
+
+
+def _mewslix_examples(record: dict, lang: str) -> list[Example]:
+    if "contextual_mention" in record:
+        contextual = record["contextual_mention"]
+        pairs, answer = [(contextual["context"], contextual["mention"])], _entity_text(record["entity"])
+    else:
+        pairs, answer = [(record["context"], mention) for mention in record["mentions"]], ""
+    return [{"id": mention["example_id"], "query": _mention_query(context, mention), "answer_id": mention["entity_id"],
+             "answer": answer, "lang": lang}
+            for context, mention in pairs if context["language"] == lang]
+
+
+def _mention_query(context: dict, mention: dict) -> str:
+    """The mention in its sentence, as XTREME's baseline encodes it (`utils_mewslix.preprocess_mention`): the mention,
+    a colon, then its sentence with the mention between `{ }` (braces already in the sentence become parentheses).
+
+    Raises:
+        ValueError: the span does not match the text (e.g. an article whose text was not restored), or it crosses a
+            sentence boundary.
+    """
+    text, span = context["text"], mention["mention_span"]
+    start, end, surface = span["start"], span["end"], span["text"]
+    if text[start:end] != surface or not surface:
+        raise ValueError(f"mention {mention['example_id']}: mention_span text {surface!r} is not context.text"
+                         f"[{start}:{end}] ({text[start:end]!r}); WikiNews texts must be restored with Mewsli-X's "
+                         "get-mewsli-x.sh")
+    sentence = next(((first, last) for first, last in _spans(context["sentence_spans"])
+                     if first <= start and end <= last), None)
+    if sentence is None:
+        raise ValueError(f"mention {mention['example_id']}: span {start}-{end} lies in no single sentence of "
+                         "context.sentence_spans")
+    left, right = (_MARKED_SPAN.sub(r"(\1)", part) for part in (text[sentence[0]:start], text[end:sentence[1]]))
+    return _normalized_spaces(f"{surface}: {left} {{ {surface} }} {right}")
+
+
+def _entity_text(entity: dict) -> str:
+    """An entity's description sentences, as XTREME's baseline encodes it (`preprocess_entity_description`)."""
+    description = entity["description"]
+    return _normalized_spaces(" ".join(description[first:last] for first, last in _spans(entity["sentence_spans"])))
+
+
+def _spans(spans: list[dict]) -> list[tuple[int, int]]:
+    return [(span["start"], span["end"]) for span in spans]
+
+
+def _normalized_spaces(text: str) -> str:
+    """Newlines become spaces and double spaces single ones, once, as in XTREME's Mewsli-X preprocessing."""
+    return " ".join(text.splitlines()).replace("  ", " ").strip()
+
+
+def _read_mewslix_entities(path: Path) -> list[tuple[str, str]]:
+    """(entity id, description text) per line of a Mewsli-X candidate set file."""
+    entities = []
+    for line, record in _read_jsonl(path):
+        try:
+            entities.append((record["entity_id"], _entity_text(record)))
+        except (KeyError, TypeError, AttributeError, IndexError) as error:
+            raise _fail(path, line, f"missing or malformed field ({type(error).__name__}: {error}); expected an "
+                                    "entity {entity_id, description, sentence_spans: [{start, end}]}") from None
+    return entities
+
+
 READERS: dict[str, Callable[[Path, TaskSpec, str], list[Example]]] = {
     "tsv_pair": _read_tsv_pair,
     "anli_csv": _read_anli_csv,
@@ -226,7 +378,10 @@ READERS: dict[str, Callable[[Path, TaskSpec, str], list[Example]]] = {
     "commonsenseqa_jsonl": _read_commonsenseqa_jsonl,
     "cosmosqa_csv": _read_cosmosqa_csv,
     "squad_json": _read_squad_json,
+    "xquad_r_json": _read_xquad_r_json,
+    "mewslix_jsonl": _read_mewslix_jsonl,
 }
+CANDIDATE_READERS: dict[str, Callable[[Path], list[tuple[str, str]]]] = {"mewslix_jsonl": _read_mewslix_entities}
 
 
 def _local_paths(spec: TaskSpec, split: str, lang: str, root: Path) -> list[Path]:
@@ -336,6 +491,83 @@ def _missing_message(spec: TaskSpec, split: str, lang: str, root: Path, error: E
             f"google-research/xtreme scripts/download_data.sh or go online{alternative}.")
 
 
+def candidate_pool(spec: TaskSpec, examples: Iterable[Example], root: Path | None = None) -> list[tuple[str, str]]:
+    """The (candidate id, text) pairs a dual-encoder task retrieves from, each id once, in first-seen order.
+
+    Where the registry names a `candidates` file (Mewsli-X's entity set), that file; otherwise every candidate of the
+    given examples (LAReQA: each sentence of each paragraph that has a question, in every language passed, as
+    `utils_lareqa.load_data` builds its pool).
+    """
+    if "candidates" not in spec.files:
+        pool = {candidate_id: text for example in examples for candidate_id, text in example["candidates"]}
+        return list(pool.items())
+    root = root or data_root()
+    paths = _local_paths(spec, "candidates", "", root)
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise XstiltsInputError(f"missing candidate file(s): {', '.join(missing)} (data root {root}; set "
+                                f"{DATA_ROOT_ENV} to change it); obtain them with google-research/xtreme "
+                                "scripts/download_data.sh")
+    read = CANDIDATE_READERS[spec.file_format]
+    return list({candidate_id: text for path in paths for candidate_id, text in read(path)}.items())
+
+
+# Sentence ends in English prose: . ? or ! with any closing quotes or brackets and Wikipedia citation marks ("[8]",
+# "[8]:1", "[note 2]") after it, then white space and what can open a sentence.
+_SENTENCE_END = re.compile(r"""[.?!]["'\u201d\u2019)\]]*"""
+                           r"""(?:\[[^\]\n]{1,12}\](?::[\d,\u2013-]+)?)*"""
+                           r"""\s+(?=["'\u201c(\[]?[A-Z0-9])""")
+_ABBREVIATIONS = frozenset("Mr Mrs Ms Dr Prof St Mt Ft Jr Sr Gen Col Lt Capt Sgt Gov Sen Rep Rev Fr vs etc approx ca "
+                           "No Vol Jan Feb Aug Sep Sept Oct Nov Dec e.g i.e U.S U.K a.k.a".split())
+
+
+def english_sentence_breaks(text: str) -> list[tuple[int, int]]:
+    """(start, end) offsets of the sentences of English text, covering it without gaps (white space after a sentence
+    belongs to it).
+
+    A regular-expression breaker in the spirit of XTREME's sed-style `sb_sed.py`, which cuts SQuAD for LAReQA training:
+    a break after sentence-final punctuation followed by a capital or a digit, except after a known abbreviation or a
+    single capital initial ("J. Smith").
+    """
+    starts = [0] + [match.end() for match in _SENTENCE_END.finditer(text)
+                    if not (text[match.start()] == "." and _ends_in_abbreviation(text[:match.start()]))]
+    return list(zip(starts, starts[1:] + [len(text)]))
+
+
+def _ends_in_abbreviation(text: str) -> bool:
+    words = text.split()
+    word = words[-1].lstrip("\"'([") if words else ""
+    return word in _ABBREVIATIONS or (len(word) == 1 and word.isupper())
+
+
+def _qa_retrieval_pairs(examples: list[Example]) -> list[Example]:
+    """Extractive QA examples as dual-encoder training pairs: each question retrieves the sentence holding its first
+    answer, encoded with its paragraph as LAReQA's candidates are. A candidate's id is its text."""
+    pairs = []
+    for example in examples:
+        context, start = example["context"], example["answers"]["answer_start"][0]
+        first, end = next(bounds for bounds in english_sentence_breaks(context) if bounds[0] <= start < bounds[1])
+        answer = _candidate_text(context[first:end].strip(), context)
+        pairs.append({"id": example["id"], "query": example["question"], "answer_id": answer, "answer": answer,
+                      "lang": example["lang"]})
+    return pairs
+
+
+@dataclass(frozen=True)
+class ExampleConversion:
+    """How a training source of another task type becomes examples of the target's type; `description` is logged."""
+
+    convert: Callable[[list[Example]], list[Example]]
+    description: str
+
+
+EXAMPLE_CONVERSIONS = {
+    # XTREME-R trains LAReQA's dual encoder on SQuAD turned into (question, answer sentence + paragraph) pairs.
+    (TaskType.EXTRACTIVE_QA, TaskType.DUAL_ENCODER_RETRIEVAL): ExampleConversion(
+        _qa_retrieval_pairs, "question -> answer sentence + paragraph (regex sentence breaks)"),
+}
+
+
 @dataclass(frozen=True)
 class DevSplitCut:
     """Which items of one task's English dev pool the dev-split protocol trains on, selects on and evaluates: sorted
@@ -443,6 +675,9 @@ def training_stages(spec: TaskSpec, protocol: str, lang: str, root: Path | None 
     *earlier, last = _training_sources(spec, train_source)
     train = load_split(last, "train", lang, root)
     params = {"data_protocol": protocol, "train_source": last.name}
+    conversion = EXAMPLE_CONVERSIONS.get((last.task_type, spec.task_type))
+    if conversion:
+        train, params = conversion.convert(train), {**params, "train_source_conversion": conversion.description}
     final = (_held_out_stage(spec, last, train, select_holdout, params) if select_holdout
              else TrainingData(spec.name, train, _english_dev(spec, lang, root), {**params, "select_source": "dev"}))
     return [_earlier_stage(source, lang, root) for source in earlier] + [final]
@@ -452,7 +687,7 @@ def _training_sources(spec: TaskSpec, train_source: str) -> list[TaskSpec]:
     if not train_source:
         return [get_task(name) for name in spec.train_sources] if spec.train_sources else [spec]
     source = get_task(train_source)
-    if source.task_type is not spec.task_type:
+    if source.task_type is not spec.task_type and (source.task_type, spec.task_type) not in EXAMPLE_CONVERSIONS:
         raise XstiltsInputError(f"--train-source {source.name} is a {source.task_type.value} task; {spec.name} needs "
                                 f"one of its own type, {spec.task_type.value}")
     return [source]

@@ -18,6 +18,7 @@ from transformers import (
     DataCollatorWithPadding,
 )
 
+from components import dual_encoder
 from components.data import Example
 from components.errors import XstiltsInputError
 from components.metrics import accuracy, mlqa_em_f1, squad_em_f1, tagging_f1
@@ -283,12 +284,39 @@ def _best_span(logits: np.ndarray, offsets: Sequence[tuple[int, int] | None], co
     start, end = starts[row, 0], ends[0, column]
     return float(scores[row, column]), context[offsets[start][0]: offsets[end][1]]
 
+
+class DualEncoderHandler(TaskHandler):
+    """Dual-encoder retrieval trained on English pairs (LAReQA, Mewsli-X): `components.dual_encoder.DualEncoder`.
+
+    Training and selection go through the Trainer like every other type; selection ranks the distinct answers of the
+    English selection pairs (mAP@20). Zero-shot scoring is not per language: every query ranks one multilingual pool,
+    so it lives in `components.dual_encoder.score` rather than in `decode`/`score` here.
+    """
+
+    auto_model = dual_encoder.DualEncoder
+    prediction_extension = "json"
+
+    def collator(self, tokenizer):
+        return dual_encoder.pair_collator(tokenizer)
+
+    def encode(self, examples: Sequence[Example], tokenizer, max_length: int, labels: Sequence[str]) -> list[dict]:
+        return dual_encoder.encode_pairs(examples, tokenizer, max_length)
+
+    def selection_metrics(self, embeddings: tuple[np.ndarray, np.ndarray], label_ids, features: Sequence[dict],
+                          examples: Sequence[Example], labels: Sequence[str]) -> dict[str, float]:
+        """The Trainer hands the (query, answer) embeddings of the selection pairs, in order."""
+        query_embeddings, answer_embeddings = embeddings
+        return dual_encoder.selection_map(query_embeddings, answer_embeddings,
+                                          [example["answer_id"] for example in examples])
+
+
 HANDLERS = {
     TaskType.PAIR_CLASSIFICATION: ClassificationHandler,
     TaskType.SINGLE_CLASSIFICATION: ClassificationHandler,
     TaskType.TOKEN_CLASSIFICATION: TokenClassificationHandler,
     TaskType.MULTIPLE_CHOICE: MultipleChoiceHandler,
     TaskType.EXTRACTIVE_QA: ExtractiveQAHandler,
+    TaskType.DUAL_ENCODER_RETRIEVAL: DualEncoderHandler,
 }
 
 

@@ -50,7 +50,8 @@ class TaskSpec:
         task_type: selects preprocessing, head, decoding and metric code.
         metrics: metric names on a 0-100 scale; the first is the headline metric used for selection.
         langs: evaluation languages (XTREME-R lists where the task is in XTREME-R), `en` included where scored.
-        files: split -> path pattern(s) under the data root; several patterns are concatenated in order.
+        files: split -> path pattern(s) under the data root; several patterns are concatenated in order. The key
+            `candidates` names the candidate pool of a dual-encoder task that has a file of its own (Mewsli-X).
         file_format: key of the reader in `components.data`.
         labels: the closed label set of classification and tagging tasks, in head order.
         label_aliases: spellings in the files mapped to `labels` (ANLI writes `e`/`n`/`c`).
@@ -185,10 +186,13 @@ _SPECS = (
     TaskSpec(
         name="mewslix", task_type=TaskType.DUAL_ENCODER_RETRIEVAL, metrics=("map_at_20",),
         langs=_langs("ar de en es fa ja pl ro ta tr uk"),
+        # XTREME-R trains and selects on English Wikipedia pairs (run_retrieval_el.py's train and dev files) and scores
+        # WikiNews mentions against the candidate entity set.
         files={
             "train": (f"{XD}/mewslix/wikipedia_pairs-train.jsonl",),
-            "dev": (f"{XD}/mewslix/wikinews_mentions-dev.jsonl",),
+            "dev": (f"{XD}/mewslix/wikipedia_pairs-dev.jsonl",),
             "test": (f"{XD}/mewslix/wikinews_mentions-test.jsonl",),
+            "candidates": (f"{XD}/mewslix/candidate_set_entities.jsonl",),
         },
         file_format="mewslix_jsonl", xtreme_r_group="retrieval",
     ),

@@ -3,9 +3,10 @@
 - Trained tasks: `--train-run-id`, a FINISHED `target` run whose `model/` (encoder and head) predicts. Its params
   (task, intermediate task, source language, model, method, seed) are copied so the analysis stage finds
   everything on the evaluate run.
-- Retrieval without task training (`--task tatoeba|bucc2018`): the encoder is the `model/` of a FINISHED
+- Retrieval without task training (`--task tatoeba|bucc2018|lareqa|mewslix`): the encoder is the `model/` of a FINISHED
   `intermediate` or `target` run (`--encoder-run-id`) or a base model (`--model`). Pooled hidden states of one layer,
-  then cosine nearest neighbour (Tatoeba) or ratio-margin mining with a threshold from the dev gold (BUCC).
+  then cosine nearest neighbour (Tatoeba), ratio-margin mining with a threshold from the dev gold (BUCC), or ranking of
+  the candidate pool (the dual-encoder tasks LAReQA and Mewsli-X, whose `target` runs are scored the same way).
 
 Writes: metrics `eval/<task>/<lang>/<metric>` and `eval_examples/<task>/<lang>/n`, params `eval_split/<task>/<lang>`
 (the split scored in that language: test, or dev where test labels are not available; see
@@ -16,24 +17,27 @@ Writes: metrics `eval/<task>/<lang>/<metric>` and `eval_examples/<task>/<lang>/n
 
 import tempfile
 from pathlib import Path
+from typing import Callable, Iterable
 
 import click
 
-from components import tracking
+from components import dual_encoder, tracking
 from components.data import evaluation_data, evaluation_split
 from components.errors import XstiltsInputError
 from components.evaluation import evaluate_language
 from components.models import MODELS, ModelSpec, load_model, load_pretrained, load_tokenizer, resolve_model
-from components.retrieval import RETRIEVAL_TASKS, RetrievalResult, check_embedding_options, check_files, \
+from components.retrieval import RETRIEVAL_TASKS, RetrievalResult, check_embedding_options, check_files, embed, \
     hidden_state_index
-from components.tasks import TaskSpec, get_task
+from components.tasks import TASKS, TaskSpec, TaskType, get_task
 from components.task_types import handler_for
+from components.training import TrainConfig
 from pipelines.cli import DEFAULT_MODEL, entry_point
 
 COPIED_PARAMS = ("task", "model", "method", "seed", "intermediate_task", "intermediate_source_lang", "init_run_id",
                  "data_protocol", "max_length")
 ENCODER_PHASES = ("intermediate", "target")
-RETRIEVAL_CHOICES = " | ".join(RETRIEVAL_TASKS)
+DUAL_ENCODER_TASKS = tuple(name for name, spec in TASKS.items() if spec.task_type is TaskType.DUAL_ENCODER_RETRIEVAL)
+RETRIEVAL_CHOICES = " | ".join((*RETRIEVAL_TASKS, *DUAL_ENCODER_TASKS))
 
 
 @click.command()
@@ -49,8 +53,8 @@ RETRIEVAL_CHOICES = " | ".join(RETRIEVAL_TASKS)
 @click.option("--langs", default="", help="Comma-separated languages; empty = every language of the task.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--max-pairs", type=int, default=0, show_default=True,
-              help="Retrieval debug cap per language: Tatoeba pairs, or BUCC gold pairs (with as many other "
-                   "sentences per side); 0 = all.")
+              help="Retrieval debug cap per language: Tatoeba pairs, BUCC gold pairs (with as many other "
+                   "sentences per side), or LAReQA/Mewsli-X queries; 0 = all.")
 @entry_point
 def main(train_run_id: str, task: str, encoder_run_id: str, model_name: str, layer: str, pooling: str, langs: str,
          batch_size: int, max_pairs: int) -> None:
@@ -111,6 +115,14 @@ def evaluate_trained(train_run_id: str, langs: str, batch_size: int) -> str:
         with tempfile.TemporaryDirectory(prefix="xstilts-evaluate-") as work_dir:
             trained = resolve_model(str(tracking.download_model(train_run_id, "target", Path(work_dir))))
             model, tokenizer = load_pretrained(handler.auto_model, trained), load_tokenizer(trained)
+        if spec.task_type is TaskType.DUAL_ENCODER_RETRIEVAL:
+            # Embedded as in training: the last layer's mean, no prefix, the run's max_length.
+            options = {"layer": hidden_state_index(model.encoder, -1), "pooling": dual_encoder.POOLING, "prefix": "",
+                       "batch_size": batch_size, "max_length": int(upstream["max_length"])}
+            tracking.log_params({key: options[key] for key in ("layer", "pooling", "prefix")})
+            score = _dual_encoder_scorer(dual_encoder.load_retrieval_data(spec, languages))
+            _log_retrieval_results(spec.name, score(model.encoder, tokenizer, options))
+            return run_id
         labels = tuple(model.config.id2label[index] for index in range(model.config.num_labels))
         # Decided for every language before any is scored, so that a language without labeled data fails at once.
         tracking.log_params({tracking.language_param_key(tracking.EVAL_SPLIT, spec.name, lang):
@@ -137,7 +149,7 @@ def evaluate_retrieval(task: str, encoder_run_id: str, model_name: str, layer: i
         max_pairs: debug cap per language; 0 = all.
     """
     spec = get_task(task)
-    if spec.name not in RETRIEVAL_TASKS:
+    if spec.name not in RETRIEVAL_TASKS and spec.name not in DUAL_ENCODER_TASKS:
         raise XstiltsInputError(f"task {spec.name!r} is evaluated from a trained model: pass --train-run-id of its "
                                 f"`target` run (--task is for retrieval without task training: {RETRIEVAL_CHOICES})")
     if encoder_run_id and model_name:
@@ -145,18 +157,37 @@ def evaluate_retrieval(task: str, encoder_run_id: str, model_name: str, layer: i
     if max_pairs < 0:
         raise XstiltsInputError(f"--max-pairs must be 0 (all) or a positive cap, got {max_pairs}")
     languages = _languages(spec, langs)
-    check_files(spec.name, languages)
+    score = _retrieval_scorer(spec, languages, max_pairs or None)
     model, tokenizer, params, base = _load_encoder(encoder_run_id, model_name)
     options = _embedding_options(model, base, layer, pooling, batch_size)
+    if spec.name in DUAL_ENCODER_TASKS:
+        # The length a default `target` run trains and is scored at, so that untrained and trained encoders compare
+        # (the model's own maximum, 512, would make the LAReQA pool of 13,014 paragraphs slow to embed on a CPU).
+        options["max_length"] = TrainConfig().max_length
     params.update(task=spec.name, langs=",".join(languages), max_pairs=max_pairs,
-                  **{key: options[key] for key in ("layer", "pooling", "prefix")})
-    evaluate_one = RETRIEVAL_TASKS[spec.name].evaluate
+                  **{key: options[key] for key in ("layer", "pooling", "prefix", "max_length") if key in options})
     with tracking.phase_run("evaluate", params, tags={"task": spec.name}) as run_id:
-        for lang in languages:
-            result = evaluate_one(model, tokenizer, lang, limit=max_pairs or None, **options)
-            _log_retrieval_result(spec.name, lang, result)
-            _echo_metrics(spec.name, lang, result.metrics)
+        _log_retrieval_results(spec.name, score(model, tokenizer, options))
     return run_id
+
+
+LanguageScorer = Callable[[object, object, dict], Iterable[tuple[str, RetrievalResult]]]
+
+
+def _retrieval_scorer(spec: TaskSpec, languages: list[str], limit: int | None) -> LanguageScorer:
+    """(model, tokenizer, embedding options) -> (language, result) pairs; reads the dual-encoder data, or checks the
+    Tatoeba/BUCC files, first, so that missing or malformed data fails before any run starts."""
+    if spec.name in DUAL_ENCODER_TASKS:
+        return _dual_encoder_scorer(dual_encoder.load_retrieval_data(spec, languages, limit))
+    check_files(spec.name, languages)
+    evaluate_one = RETRIEVAL_TASKS[spec.name].evaluate
+    return lambda model, tokenizer, options: ((lang, evaluate_one(model, tokenizer, lang, limit=limit, **options))
+                                              for lang in languages)
+
+
+def _dual_encoder_scorer(data: dual_encoder.RetrievalData) -> LanguageScorer:
+    return lambda model, tokenizer, options: dual_encoder.score(
+        data, lambda texts: embed(model, tokenizer, texts, **options)).items()
 
 
 def _load_encoder(encoder_run_id: str, model_name: str):
@@ -212,13 +243,16 @@ def _encoder_params(upstream, model_name: str) -> dict[str, str]:
             "encoder_run_id": upstream.info.run_id, "encoder_task": params["task"], **intermediate}
 
 
-def _log_retrieval_result(task: str, lang: str, result: RetrievalResult) -> None:
-    tracking.log_language_metrics("eval", task, lang, result.metrics)
-    tracking.log_language_metrics("eval_examples", task, lang, {"n": result.n_examples})
-    tracking.log_language_metrics("eval_details", task, lang, result.details)
-    tracking.log_params({tracking.language_param_key(name, task, lang): value for name, value in result.notes.items()})
-    for name, text in result.prediction_files.items():
-        tracking.log_text(text, f"{tracking.PREDICTIONS_ARTIFACT}/{task}/{name}")
+def _log_retrieval_results(task: str, results: Iterable[tuple[str, RetrievalResult]]) -> None:
+    for lang, result in results:
+        tracking.log_language_metrics("eval", task, lang, result.metrics)
+        tracking.log_language_metrics("eval_examples", task, lang, {"n": result.n_examples})
+        tracking.log_language_metrics("eval_details", task, lang, result.details)
+        tracking.log_params({tracking.language_param_key(name, task, lang): value
+                             for name, value in result.notes.items()})
+        for name, text in result.prediction_files.items():
+            tracking.log_text(text, f"{tracking.PREDICTIONS_ARTIFACT}/{task}/{name}")
+        _echo_metrics(task, lang, result.metrics)
 
 
 if __name__ == "__main__":
