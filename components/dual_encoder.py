@@ -154,9 +154,13 @@ def load_retrieval_data(spec: TaskSpec, langs: Sequence[str], limit: int | None 
         limit: keep the first `limit` queries of each language (a debug cap; for LAReQA the pool shrinks with it).
 
     Raises:
-        XstiltsInputError: a file is missing or malformed, or a language repeats a query id.
+        XstiltsInputError: a file is missing or malformed, a scored language has no query, or a language repeats a
+            query id.
     """
     examples = {lang: load_split(spec, "test", lang, root)[:limit] for lang in spec.langs}
+    empty = [lang for lang in langs if not examples[lang]]
+    if empty:
+        raise XstiltsInputError(f"{spec.name} test has no queries in {', '.join(empty)}; choose languages with --langs")
     relevant: dict[str, set[str]] = {}
     for lang, lang_examples in examples.items():
         repeated = sorted(query_id for query_id, count in Counter(e["id"] for e in lang_examples).items() if count > 1)

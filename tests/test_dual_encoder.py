@@ -223,6 +223,12 @@ def test_malformed_mewslix_rows_name_file_and_line(tmp_path, record, message):
         load_split(MEWSLIX, "test", "en", tmp_path)
 
 
+def test_a_scored_language_without_mentions_is_named(tmp_path):
+    write_mewslix(tmp_path)
+    with pytest.raises(XstiltsInputError, match="mewslix test has no queries in es, ja; choose languages with --langs"):
+        dual_encoder.load_retrieval_data(MEWSLIX, ["en", "es", "ja"], root=tmp_path)
+
+
 def test_missing_candidate_set_is_named(tmp_path):
     write_mewslix(tmp_path)
     (tmp_path / f"{XD}/mewslix/candidate_set_entities.jsonl").unlink()
