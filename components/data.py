@@ -44,6 +44,13 @@ def _label(spec: TaskSpec, raw: str, path: Path | str, line: int) -> str:
     return label
 
 
+def _text(value: str, path: Path | str, line: int, column: str) -> str:
+    """A sentence field; an empty one would be encoded as nothing but special tokens and scored as noise."""
+    if not value.strip():
+        raise _fail(path, line, f"empty {column}: expected a sentence")
+    return value
+
+
 def _unlabeled(path: Path | str, why: str) -> XstiltsInputError:
     return XstiltsInputError(f"{path}: unlabeled split ({why}); the benchmark withholds these labels, so it cannot be scored")
 
@@ -57,7 +64,8 @@ def _read_tsv_pair(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
     for line, row in enumerate(rows, start=1):
         if len(row) != 3:
             raise _fail(path, line, f"expected 3 tab-separated columns (text_a, text_b, label), found {len(row)}")
-        examples.append({"text_a": row[0], "text_b": row[1], "label": _label(spec, row[2], path, line), "lang": lang})
+        examples.append({"text_a": _text(row[0], path, line, "text_a"), "text_b": _text(row[1], path, line, "text_b"),
+                         "label": _label(spec, row[2], path, line), "lang": lang})
     return examples
 
 
@@ -76,14 +84,15 @@ def _read_csv_records(path: Path, required: tuple[str, ...], delimiter: str = ",
 
 def _read_anli_csv(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
     return [
-        {"text_a": r["context"], "text_b": r["statement"], "label": _label(spec, r["gold_label"], path, line), "lang": lang}
+        {"text_a": _text(r["context"], path, line, "context"), "text_b": _text(r["statement"], path, line, "statement"),
+         "label": _label(spec, r["gold_label"], path, line), "lang": lang}
         for line, r in _read_csv_records(path, ("context", "statement", "gold_label"))
     ]
 
 
 def _read_sst2_tsv(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
     return [
-        {"text_a": r["sentence"], "label": _label(spec, r["label"], path, line), "lang": lang}
+        {"text_a": _text(r["sentence"], path, line, "sentence"), "label": _label(spec, r["label"], path, line), "lang": lang}
         for line, r in _read_csv_records(path, ("sentence", "label"), delimiter="\t")
     ]
 
@@ -169,10 +178,15 @@ def _read_siqa_jsonl(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
     return examples
 
 
+COMMONSENSEQA_CHOICES = 5
+
+
 def _read_commonsenseqa_jsonl(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
     examples = []
     for line, r in _read_jsonl(path):
         choices = _field(r, "choices", path, line)
+        if len(choices["text"]) != COMMONSENSEQA_CHOICES:
+            raise _fail(path, line, f"expected {COMMONSENSEQA_CHOICES} choices, found {len(choices['text'])}")
         key = _field(r, "answerKey", path, line)
         if key not in choices["label"]:
             raise _fail(path, line, f"answerKey {key!r} is not one of {choices['label']}")

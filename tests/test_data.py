@@ -307,3 +307,13 @@ def test_qa_answer_away_from_its_offset_is_refused(tmp_path):
     with pytest.raises(XstiltsInputError, match=f"{path}: question q7: answer 'cat' does not match its context at "
                                                 f"answer_start 5 \\(found 'at '\\)"):
         load_split(XQUAD, "test", "de", tmp_path)
+
+
+def test_multiple_choice_row_with_the_wrong_number_of_choices(tmp_path):
+    folder = tmp_path / "english/commonsenseqa"
+    folder.mkdir(parents=True)
+    row = {"id": "q1", "question": "Where do fish live?", "answerKey": "A",
+           "choices": {"label": list("ABCD"), "text": ["sea", "sky", "desk", "car"]}}
+    (folder / "dev_rand_split.jsonl").write_text(json.dumps(row) + "\n", encoding="utf-8")
+    with pytest.raises(XstiltsInputError, match=r"dev_rand_split.jsonl:1: expected 5 choices, found 4"):
+        load_split(get_task("commonsenseqa"), "dev", "en", tmp_path)

@@ -158,6 +158,7 @@ def test_unknown_source_language(tracking_store, tiny_model_dir):
     ("p\th\tneutral\np\th\n", r"dev-en.tsv:2: expected 3 tab-separated columns"),
     ("p\th\tneutral\np\th\tmaybe\n", r"dev-en.tsv:2: label 'maybe' is not in the label set"),
     ("p\th\np\th\n", r"dev-en.tsv: unlabeled split"),
+    ("p\th\tneutral\n \th\tneutral\n", r"dev-en.tsv:2: empty text_a: expected a sentence"),
 ])
 def test_malformed_data_fails_the_run(tracking_store, tiny_model_dir, tmp_path, monkeypatch, content, message):
     (tmp_path / "data/xtreme/download/xnli").mkdir(parents=True)
