@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+from torch.utils.data import SequentialSampler
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 
 from components.data import Example, TrainingData
@@ -131,18 +132,25 @@ def load_task_model(spec: TaskSpec, init: ResolvedModel) -> torch.nn.Module:
     return load_pretrained(handler_for(spec).auto_model, init, ignore_mismatched_sizes=True, **label_maps)
 
 
+class OrderedEvaluationTrainer(Trainer):
+    """Length-grouped training batches, but evaluation in feature order: QA selection maps each prediction back to
+    its window by position, and transformers 4.57 length-groups (and shuffles) evaluation batches too."""
+
+    def _get_eval_sampler(self, eval_dataset):
+        return SequentialSampler(eval_dataset)
+
+
 def _stage_trainer(spec: TaskSpec, handler, model, tokenizer, stage: TrainingData, config: TrainConfig,
                    output_dir: Path, callbacks: Sequence) -> Trainer:
     labels = spec.labels
     train_examples = config.train_subset(stage.train)
     select_features = handler.encode(stage.select, tokenizer, config.max_length, labels)
-    return Trainer(
+    return OrderedEvaluationTrainer(
         model=model,
         args=_training_arguments(spec, config, output_dir),
         train_dataset=handler.encode(train_examples, tokenizer, config.max_length, labels),
         eval_dataset=select_features,
         data_collator=handler.collator(tokenizer),
-        # The Trainer evaluates features in order, so QA can map its windows back to the selection examples.
         compute_metrics=lambda prediction: handler.selection_metrics(prediction.predictions, prediction.label_ids,
                                                                      select_features, stage.select, labels),
         callbacks=trainer_callbacks(config, callbacks),

@@ -50,3 +50,22 @@ def test_bf16_evaluation_agrees_with_fp32(tiny_model_dir):
     half = np.stack(predict_logits(model, features, handler, tokenizer, batch_size=5, precision="bf16"))
     assert half.dtype == np.float32 and not np.array_equal(full, half)  # bf16 really ran: rounding differs
     np.testing.assert_allclose(half, full, atol=0.05)
+
+
+def test_selection_evaluates_features_in_their_order(tiny_model_dir, tmp_path):
+    # QA selection pairs the i-th prediction with the i-th window; length grouping must not reorder evaluation.
+    from components.data import TrainingData
+    from components.models import resolve_model
+    from components.training import _stage_trainer, load_task_model
+
+    spec = get_task("xnli")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    examples = [{"text_a": "word " * (1 + (7 * i) % 40), "text_b": "b", "label": "neutral", "lang": "en"}
+                for i in range(60)]
+    stage = TrainingData("xnli", examples, examples, {})
+    model = load_task_model(spec, resolve_model(str(tiny_model_dir)))
+    trainer = _stage_trainer(spec, handler_for(spec), model, tokenizer, stage, TrainConfig(batch_size=8), tmp_path, [])
+    lengths = [int(batch["attention_mask"][0].sum()) for batch in trainer.get_eval_dataloader()]
+    expected = [len(feature["input_ids"]) for feature in handler_for(spec).encode(examples, tokenizer, 128,
+                                                                                  spec.labels)][::16]
+    assert lengths == expected
