@@ -31,10 +31,13 @@ from components.retrieval import RETRIEVAL_TASKS, RetrievalResult, check_embeddi
 from components.tasks import TASKS, TaskSpec, TaskType, get_task
 from components.task_types import handler_for
 from components.training import TrainConfig
+from components.methods import METHODS, Method
 from pipelines.cli import DEFAULT_MODEL, entry_point
+from pipelines.methods import (LANG_ADAPTER_FALLBACKS, LANG_ADAPTER_PARAM, LangAdapterUse, lang_adapter_plan,
+                               load_adapter_task_model)
 
 COPIED_PARAMS = ("task", "model", "method", "seed", "intermediate_task", "intermediate_source_lang", "init_run_id",
-                 "data_protocol", "max_length")
+                 "data_protocol", "max_length", "lang_adapter_run_id", "lang_reduction_factor", "task_reduction_factor")
 ENCODER_PHASES = ("intermediate", "target")
 DUAL_ENCODER_TASKS = tuple(name for name, spec in TASKS.items() if spec.task_type is TaskType.DUAL_ENCODER_RETRIEVAL)
 RETRIEVAL_CHOICES = " | ".join((*RETRIEVAL_TASKS, *DUAL_ENCODER_TASKS))
@@ -55,14 +58,29 @@ RETRIEVAL_CHOICES = " | ".join((*RETRIEVAL_TASKS, *DUAL_ENCODER_TASKS))
 @click.option("--max-pairs", type=int, default=0, show_default=True,
               help="Retrieval debug cap per language: Tatoeba pairs, BUCC gold pairs (with as many other "
                    "sentences per side), or LAReQA/Mewsli-X queries; 0 = all.")
+@click.option("--max-examples", type=int, default=0, show_default=True,
+              help="Trained tasks, debug cap per language: score the first N evaluation examples; 0 = all. Logged as "
+                   "max_eval_examples.")
+@click.option("--lang-adapter-runs", default="",
+              help="MAD-X runs: FINISHED lang_adapter runs (comma-separated) whose adapters evaluate their languages.")
+@click.option("--lang-adapter-fallback", default="",
+              help=f"MAD-X runs, for a language without an adapter: {' | '.join(LANG_ADAPTER_FALLBACKS)} (the "
+                   "source-language adapter, or the task adapter alone); empty = such a language is an error.")
 @entry_point
 def main(train_run_id: str, task: str, encoder_run_id: str, model_name: str, layer: str, pooling: str, langs: str,
-         batch_size: int, max_pairs: int) -> None:
+         batch_size: int, max_pairs: int, max_examples: int, lang_adapter_runs: str, lang_adapter_fallback: str
+         ) -> None:
     retrieval_options = {"--task": task, "--encoder-run-id": encoder_run_id, "--model": model_name,
                          "--layer": layer, "--pooling": pooling, "--max-pairs": max_pairs}
+    trained_options = {"--max-examples": max_examples, "--lang-adapter-runs": lang_adapter_runs,
+                       "--lang-adapter-fallback": lang_adapter_fallback}
     if train_run_id:
         _refuse_retrieval_options(retrieval_options)
-        run_id = evaluate_trained(train_run_id, langs, batch_size)
+        run_id = evaluate_trained(train_run_id, langs, batch_size, max_examples, lang_adapter_runs,
+                                  lang_adapter_fallback)
+    elif any(trained_options.values()):
+        given = ", ".join(name for name, value in trained_options.items() if value)
+        raise XstiltsInputError(f"{given} evaluate a trained `target` run: pass its --train-run-id")
     elif task:
         run_id = evaluate_retrieval(task, encoder_run_id, model_name, _layer(layer), pooling, langs, batch_size,
                                     max_pairs)
@@ -103,24 +121,41 @@ def _echo_metrics(task: str, lang: str, metrics: dict[str, float]) -> None:
     click.echo(f"{task} {lang}: " + ", ".join(f"{name}={value:.2f}" for name, value in metrics.items()))
 
 
-def evaluate_trained(train_run_id: str, langs: str, batch_size: int) -> str:
-    """Scores a `target` run's model in each language of its task; returns the evaluate run's id."""
+def evaluate_trained(train_run_id: str, langs: str, batch_size: int, max_examples: int = 0,
+                     lang_adapter_runs: str = "", lang_adapter_fallback: str = "") -> str:
+    """Scores a `target` run's model in each language of its task; returns the evaluate run's id.
+
+    A run of an adapter method is loaded as its base model with its task adapter and head; with language adapters,
+    each language is scored on `Stack(<its adapter>, task)` (see `pipelines.methods.lang_adapter_plan`).
+    """
     upstream = tracking.finished_run(train_run_id, "target").data.params
     spec = get_task(upstream["task"])
     languages = _languages(spec, langs)
+    if max_examples < 0:
+        raise XstiltsInputError(f"--max-examples must be 0 (all) or a positive cap, got {max_examples}")
     handler = handler_for(spec)
+    method = METHODS[upstream.get("method", "full")]
+    plan = _lang_adapter_plan(method, upstream, languages, lang_adapter_runs, lang_adapter_fallback)
     copied = {key: upstream[key] for key in COPIED_PARAMS if key in upstream}
-    with tracking.phase_run("evaluate", {**copied, "train_run_id": train_run_id, "langs": ",".join(languages)},
-                            tags={"task": spec.name}) as run_id:
+    with tracking.phase_run("evaluate", {**copied, "train_run_id": train_run_id, "langs": ",".join(languages),
+                                         "max_eval_examples": max_examples}, tags={"task": spec.name}) as run_id:
+        if method.adapters:
+            tracking.log_params({tracking.language_param_key(LANG_ADAPTER_PARAM, spec.name, lang): use.described
+                                 for lang, use in plan.items()})
         with tempfile.TemporaryDirectory(prefix="xstilts-evaluate-") as work_dir:
-            trained = resolve_model(str(tracking.download_model(train_run_id, "target", Path(work_dir))))
-            model, tokenizer = load_pretrained(handler.auto_model, trained), load_tokenizer(trained)
+            if method.adapters:
+                model, tokenizer, use_language = load_adapter_task_model(train_run_id, upstream, spec, plan,
+                                                                         Path(work_dir))
+            else:
+                trained = resolve_model(str(tracking.download_model(train_run_id, "target", Path(work_dir))))
+                model, tokenizer = load_pretrained(handler.auto_model, trained), load_tokenizer(trained)
+                use_language = _one_model_for_every_language
         if spec.task_type is TaskType.DUAL_ENCODER_RETRIEVAL:
             # Embedded as in training: the last layer's mean, no prefix, the run's max_length.
             options = {"layer": hidden_state_index(model.encoder, -1), "pooling": dual_encoder.POOLING, "prefix": "",
                        "batch_size": batch_size, "max_length": int(upstream["max_length"])}
             tracking.log_params({key: options[key] for key in ("layer", "pooling", "prefix")})
-            score = _dual_encoder_scorer(dual_encoder.load_retrieval_data(spec, languages))
+            score = _dual_encoder_scorer(dual_encoder.load_retrieval_data(spec, languages, max_examples or None))
             _log_retrieval_results(spec.name, score(model.encoder, tokenizer, options))
             return run_id
         labels = tuple(model.config.id2label[index] for index in range(model.config.num_labels))
@@ -128,7 +163,8 @@ def evaluate_trained(train_run_id: str, langs: str, batch_size: int) -> str:
         tracking.log_params({tracking.language_param_key(tracking.EVAL_SPLIT, spec.name, lang):
                              evaluation_split(spec, upstream["data_protocol"], lang) for lang in languages})
         for lang in languages:
-            examples = evaluation_data(spec, upstream["data_protocol"], lang)
+            examples = evaluation_data(spec, upstream["data_protocol"], lang)[: max_examples or None]
+            use_language(lang)
             result = evaluate_language(spec, model, tokenizer, examples, labels, int(upstream["max_length"]), batch_size)
             tracking.log_language_metrics("eval", spec.name, lang, result.metrics)
             tracking.log_language_metrics("eval_examples", spec.name, lang, {"n": result.n_examples})
@@ -136,6 +172,23 @@ def evaluate_trained(train_run_id: str, langs: str, batch_size: int) -> str:
                                                       f"{handler.prediction_extension}")
             _echo_metrics(spec.name, lang, result.metrics)
     return run_id
+
+
+def _one_model_for_every_language(lang: str) -> None:
+    """Full fine-tuning: nothing to swap between languages."""
+
+
+def _lang_adapter_plan(method: Method, run_params: dict, languages: list[str], run_ids: str,
+                       fallback: str) -> dict[str, LangAdapterUse]:
+    """The language adapter of each language for a `method` run (none unless it stacks on language adapters)."""
+    if not method.lang_adapters:
+        given = [name for name, value in (("--lang-adapter-runs", run_ids), ("--lang-adapter-fallback", fallback))
+                 if value]
+        if given:
+            raise XstiltsInputError(f"{', '.join(given)}: the run's method {method.name} uses no language adapters")
+        return {lang: LangAdapterUse("", "", f"none (method {method.name})") for lang in languages}
+    return lang_adapter_plan(languages, run_params["source_lang"], run_params["lang_adapter_run_id"], run_ids,
+                             fallback)
 
 
 def evaluate_retrieval(task: str, encoder_run_id: str, model_name: str, layer: int | None, pooling: str, langs: str,
