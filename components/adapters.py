@@ -280,7 +280,9 @@ class MaskedPositionsLM(torch.nn.Module):
         hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         masked = labels != IGNORED_LABEL
         logits = self.head(encoder.invertible_adapters_forward(hidden, rev=True)[masked])
-        return {"loss": torch.nn.functional.cross_entropy(logits, labels[masked])}
+        # Summed, then divided by at least 1: a batch of very short texts can draw no masked position at all.
+        loss = torch.nn.functional.cross_entropy(logits, labels[masked], reduction="sum") / masked.sum().clamp(min=1)
+        return {"loss": loss}
 
 
 @dataclass

@@ -6,13 +6,14 @@ import subprocess
 import sys
 
 import pytest
-from safetensors.torch import load_file
 import torch
 from adapters import Stack
-from transformers import AutoModelForTokenClassification, AutoTokenizer, XLMRobertaConfig, XLMRobertaModel
+from safetensors.torch import load_file
+from transformers import (AutoModelForMaskedLM, AutoModelForTokenClassification, AutoTokenizer, XLMRobertaConfig,
+                          XLMRobertaModel)
 
-from components.adapters import (LANG, AdapterModel, LangAdapterConfig, TaskAdapterTraining, bottleneck_size,
-                                 lang_adapter_name, load_task_adapter_model, task_adapter_name, train_language_adapter)
+from components.adapters import (LANG, AdapterModel, LangAdapterConfig, MaskedPositionsLM, TaskAdapterTraining,
+                                 bottleneck_size, load_task_adapter_model, task_adapter_name, train_language_adapter)
 from components.corpus import build_corpus, studied_tasks
 from components.data import training_stages
 from components.errors import XstiltsInputError
@@ -213,3 +214,13 @@ def test_continuing_a_task_adapter_keeps_its_weights_and_size(tiny_model_dir, la
     with pytest.raises(XstiltsInputError, match="reduction factor 8; continuing it needs the same"):
         TaskAdapterTraining("udpos", "tiny", 16, None, folders / "adapter")(
             load_task_model(get_task("udpos"), resolve_model(str(tiny_model_dir))))
+
+
+def test_a_batch_without_masked_positions_has_a_zero_loss_not_nan(tiny_model_dir):
+    host = AdapterModel(AutoModelForMaskedLM.from_pretrained(tiny_model_dir), "tiny")
+    host.add(LANG, "lang_xx", "xx", 2)
+    host.train("lang_xx")
+    inputs = sample_inputs(tiny_model_dir)
+    loss = MaskedPositionsLM(host)(**inputs, labels=torch.full_like(inputs["input_ids"], -100))["loss"]
+    loss.backward()
+    assert loss.item() == 0 and all(torch.isfinite(p.grad).all() for p in host.model.parameters() if p.grad is not None)
