@@ -7,6 +7,7 @@ x model x intermediate task) tell them apart; the analysis compares every method
 from dataclasses import dataclass
 
 from components.errors import XstiltsInputError
+from components.tasks import TaskSpec, TaskType
 
 NO_UPSTREAM = ""  # the method may start without an `init_run_id`
 
@@ -49,6 +50,14 @@ _METHODS = (
 )
 METHODS: dict[str, Method] = {method.name: method for method in _METHODS}
 INTERMEDIATE_METHODS = ("full", "madx")  # an intermediate run trains the encoder, or an intermediate-task adapter
+
+
+def unsupported_reason(method: Method, spec: TaskSpec) -> str:
+    """Why `method` cannot train `spec` ("" when it can): adapter methods train a task adapter with the task's head,
+    and dual-encoder retrieval has no head (its scoring pools every language at once, so no per-language swap)."""
+    if method.adapters and spec.task_type is TaskType.DUAL_ENCODER_RETRIEVAL:
+        return f"method {method.name} trains a task adapter with a task head; {spec.name} is dual-encoder retrieval"
+    return ""
 
 
 def get_method(name: str, phase: str = "target") -> Method:

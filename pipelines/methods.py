@@ -15,9 +15,9 @@ from components import tracking
 from components.adapters import (DEFAULT_TASK_REDUCTION_FACTOR, LANG, TaskAdapterTraining, lang_adapter_name,
                                  load_task_adapter_model, task_adapter_name)
 from components.errors import XstiltsInputError
-from components.methods import METHODS, Method, check_upstream, get_method
+from components.methods import METHODS, Method, check_upstream, get_method, unsupported_reason
 from components.models import load_tokenizer, resolve_model
-from components.tasks import TaskType, get_task
+from components.tasks import get_task
 from components.training import load_task_model
 
 LANG_ADAPTER_PHASE = "lang_adapter"
@@ -72,9 +72,9 @@ class MethodChoice:
         language adapter and, for adapter_stilts, the intermediate-task adapter into `work_dir`."""
         if not self.method.adapters:
             return None
-        if get_task(task).task_type is TaskType.DUAL_ENCODER_RETRIEVAL:
-            raise XstiltsInputError(f"method {self.method.name} trains task adapters with a task head; {task} is "
-                                    "dual-encoder retrieval, which has no head: use method full")
+        unsupported = unsupported_reason(self.method, get_task(task))
+        if unsupported:
+            raise XstiltsInputError(f"{unsupported}: use method full")
         base_name = base_model_label(model_name, init_run_id if self.method.encoder_from_upstream else "")
         lang_dir = (download_lang_adapter(self.lang_adapter_run_id, train_lang, task, work_dir)
                     if self.method.lang_adapters else None)
