@@ -15,6 +15,7 @@ from typing import Iterator
 
 import mlflow
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from transformers import TrainerCallback
 
 from components.errors import XstiltsInputError
@@ -94,6 +95,36 @@ def finished_run(run_id: str, *expected_phases: str):
     if run.info.status != "FINISHED":
         raise XstiltsInputError(f"run {run_id} is {run.info.status}; only FINISHED runs are handed on")
     return run
+
+
+CACHE_KEY_TAG = f"{TAG_PREFIX}cache_key"
+
+
+def reusable_run(experiment_id: str, cache_key: str) -> str | None:
+    """The newest FINISHED run with `cache_key`, found by a tracking-server query.
+
+    Runs with the key still RUNNING were left so by a killed study (a live one is never asked about its own steps):
+    they are marked FAILED, so that neither they nor their artifacts are ever taken for complete.
+    """
+    client = MlflowClient()
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{CACHE_KEY_TAG}` = '{cache_key}'",
+                              order_by=["attributes.start_time DESC"])
+    for run in runs:
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, "FAILED")
+    return next((run.info.run_id for run in runs if run.info.status == "FINISHED"), None)
+
+
+def tag_step_run(run_id: str, cache_key: str, parent_run_id: str) -> None:
+    """Marks a launched step run with its cache key and nests it under the study run (launches from worker threads
+    have no active run for MLflow to take the parent from)."""
+    client = MlflowClient()
+    client.set_tag(run_id, CACHE_KEY_TAG, cache_key)
+    client.set_tag(run_id, MLFLOW_PARENT_RUN_ID, parent_run_id)
+
+
+def log_metrics(metrics: dict[str, float], step: int) -> None:
+    mlflow.log_metrics(metrics, step=step)
 
 
 def run_summary(run_id: str) -> tuple[float, dict[str, float]]:

@@ -1,9 +1,15 @@
-"""`main`: runs a study config's phase chain, every phase a child run of one parent run.
+"""`main`: runs a study grid (intermediate arms x targets x methods x seeds), every step a child of one parent run.
 
-For now a study is one chain: `intermediate` (optional) -> `target` -> `evaluate`; each phase is launched as its
-MLproject entry point with the local env manager and hands on its run id. Reads: `--config` (YAML).
+Reads: `--config` (YAML, see configs/ and README: Study grids). Each step is an MLproject entry point launched with the
+local env manager; a step whose entry point, parameters (upstream run ids included) and code match a FINISHED run of
+the experiment is not run again (get-or-run, found by a tracking-server query on the `xlt.cache_key` tag). Steps left
+RUNNING by a killed study are marked FAILED and redone. Writes: `grid.json` (every step: status, run id, seconds) and
+the counts `grid/{done,cached,failed,blocked,remaining}` as metrics of the parent run.
 """
 
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import click
@@ -12,34 +18,13 @@ import yaml
 
 from components import tracking
 from components.errors import XstiltsInputError
+from components.grid import Grid, Step, StepRef, cache_key, code_version, expand, read_config
 from components.settings import PROJECT_ROOT
 from pipelines.cli import entry_point
 
-PHASES = ("intermediate", "target", "evaluate")
-
-
-def read_chain(path: Path) -> dict[str, dict]:
-    """The phases of a config file, with clear errors for a missing file, bad YAML or unknown phases."""
-    if not path.is_file():
-        raise XstiltsInputError(f"config file {path} does not exist")
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise XstiltsInputError(f"{path}: not valid YAML ({error})") from None
-    chain = (config or {}).get("chain")
-    if not isinstance(chain, dict) or "target" not in chain:
-        raise XstiltsInputError(f"{path}: expected a `chain:` mapping with at least a `target:` phase")
-    unknown = sorted(set(chain) - set(PHASES))
-    if unknown:
-        raise XstiltsInputError(f"{path}: unknown phase(s) {', '.join(unknown)} under `chain:`; expected {PHASES}")
-    phases = {phase: dict(chain.get(phase) or {}) for phase in PHASES if phase in chain}
-    for phase, parameters in phases.items():
-        declared = entry_point_parameters(phase)
-        unknown = sorted(set(parameters) - declared)
-        if unknown:
-            raise XstiltsInputError(f"{path}: unknown parameter(s) {', '.join(unknown)} for phase {phase}; "
-                                    f"expected some of: {', '.join(sorted(declared))}")
-    return phases
+STEP_ENTRIES = ("lang_adapter", "intermediate", "target", "evaluate")
+STATUSES = ("done", "cached", "failed", "blocked")
+SERVERLESS_STORES = ("sqlite:", "file:", "/")
 
 
 def entry_point_parameters(entry: str) -> set[str]:
@@ -48,40 +33,117 @@ def entry_point_parameters(entry: str) -> set[str]:
     return set(project["entry_points"][entry]["parameters"])
 
 
-def launch(entry: str, parameters: dict) -> str:
-    """Runs one entry point synchronously as a child of the active run; returns its run id."""
-    try:
-        submitted = mlflow.projects.run(uri=str(PROJECT_ROOT), entry_point=entry, env_manager="local",
-                                        parameters={key: str(value) for key, value in parameters.items()},
-                                        experiment_id=mlflow.active_run().info.experiment_id, synchronous=True)
-    except mlflow.exceptions.ExecutionException as error:
-        raise XstiltsInputError(f"the {entry} phase failed; its own error is printed above ({error})") from None
+def launch(entry: str, parameters: dict[str, str], key: str, parent_run_id: str, experiment_id: str) -> str:
+    """Runs one entry point to its end; returns its run id, or raises naming the failed run."""
+    submitted = mlflow.projects.run(uri=str(PROJECT_ROOT), entry_point=entry, env_manager="local",
+                                    parameters=parameters, experiment_id=experiment_id, synchronous=False)
+    tracking.tag_step_run(submitted.run_id, key, parent_run_id)
+    if not submitted.wait():
+        raise RuntimeError(f"run {submitted.run_id} FAILED; its own error is printed above")
     return submitted.run_id
+
+
+class GridRun:
+    """One pass over a grid: resolves each step's upstream run ids, reuses or launches it, and counts."""
+
+    def __init__(self, grid: Grid, version: str, force: set[str], parent_run_id: str, experiment_id: str):
+        self.grid, self.version, self.force = grid, version, force
+        self.parent_run_id, self.experiment_id = parent_run_id, experiment_id
+        self.run_ids: dict[str, str] = {}
+        self.records: list[dict] = []
+
+    def resolved(self, step: Step) -> dict[str, str]:
+        return {name: ",".join(self.run_ids[key] for key in value.keys) if isinstance(value, StepRef) else str(value)
+                for name, value in step.params.items()}
+
+    def run_step(self, step: Step) -> tuple[str, str]:
+        """(status, run id) of one step whose upstream steps all succeeded."""
+        params = self.resolved(step)
+        key = cache_key(step.entry, params, self.version)
+        if step.entry not in self.force and "all" not in self.force:
+            cached = tracking.reusable_run(self.experiment_id, key)
+            if cached:
+                return "cached", cached
+        return "done", launch(step.entry, params, key, self.parent_run_id, self.experiment_id)
+
+    def run(self, workers: int) -> None:
+        for level in self.grid.levels():
+            runnable = []
+            for step in level:
+                if all(key in self.run_ids for key in step.upstream()):
+                    runnable.append(step)
+                else:
+                    self._record(step, "blocked", "", 0.0, "an upstream step failed")
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                started = {pool.submit(self._timed, step): step for step in runnable}
+                for future in as_completed(started):
+                    self._record(started[future], *future.result())
+
+    def _timed(self, step: Step) -> tuple[str, str, float, str]:
+        start = time.monotonic()
+        try:
+            status, run_id = self.run_step(step)
+        except Exception as error:  # one failed step must not stop the independent ones
+            return "failed", "", time.monotonic() - start, str(error)
+        return status, run_id, time.monotonic() - start, ""
+
+    def _record(self, step: Step, status: str, run_id: str, seconds: float, error: str) -> None:
+        if run_id:
+            self.run_ids[step.key] = run_id
+        self.records.append({"step": step.label, "entry": step.entry, "status": status, "run_id": run_id,
+                             "seconds": round(seconds, 1), **({"error": error} if error else {})})
+        counts = self.counts()
+        click.echo(f"[{len(self.records):>3}/{len(self.grid.steps)}] {status:<7} {step.label}"
+                   + (f"  ({run_id})" if run_id else f"  ({error})"))
+        tracking.log_metrics({f"grid/{name}": value for name, value in counts.items()}, step=len(self.records))
+
+    def counts(self) -> dict[str, int]:
+        counts = {status: sum(record["status"] == status for record in self.records) for status in STATUSES}
+        return {**counts, "remaining": len(self.grid.steps) - len(self.records)}
+
+
+def check_workers(workers: int) -> None:
+    if workers < 1:
+        raise XstiltsInputError(f"--workers must be at least 1, got {workers}")
+    uri = tracking.default_tracking_uri()
+    if workers > 1 and uri.startswith(SERVERLESS_STORES):
+        raise XstiltsInputError(
+            f"--workers {workers} needs a tracking server that serialises the writers, not the store {uri}: start one "
+            "with scripts/tracking_server.sh and set MLFLOW_TRACKING_URI to its http:// address")
 
 
 @click.command()
 @click.option("--config", "config_path", default=str(PROJECT_ROOT / "configs" / "demo.yaml"), show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Steps run at once when they do not depend on each other (needs a tracking server if > 1).")
+@click.option("--force", default="", help="Rerun these entry points' steps even when cached: comma-separated "
+                                          f"{', '.join(STEP_ENTRIES)}, or all.")
 @entry_point
-def main(config_path: str) -> None:
-    chain = read_chain(Path(config_path))
-    with tracking.phase_run("main", {"config": Path(config_path).name}):
-        tracking.log_text(Path(config_path).read_text(encoding="utf-8"), "config.yaml")
-        init_run_id = launch("intermediate", chain["intermediate"]) if "intermediate" in chain else ""
-        train_run_id = launch("target", {**chain["target"], "init_run_id": init_run_id})
-        evaluate_run_id = launch("evaluate", {**chain.get("evaluate", {}), "train_run_id": train_run_id})
-    click.echo(f"intermediate {init_run_id or '-'} -> target {train_run_id} -> evaluate {evaluate_run_id}")
-    print_summary({"intermediate": init_run_id, "target": train_run_id, "evaluate": evaluate_run_id})
-
-
-def print_summary(run_ids: dict[str, str]) -> None:
-    """Wall time and peak memory per phase, then the zero-shot metrics per language."""
-    for phase, run_id in run_ids.items():
-        if run_id:
-            seconds, metrics = tracking.run_summary(run_id)
-            click.echo(f"{phase:>12}: {seconds:7.1f} s wall, peak RSS {metrics['peak_rss_mb']:7.0f} MB  ({run_id})")
-    _, metrics = tracking.run_summary(run_ids["evaluate"])
-    for key in sorted(key for key in metrics if key.startswith("eval/")):
-        click.echo(f"{key:>32}: {metrics[key]:6.2f}")
+def main(config_path: str, workers: int, force: str) -> None:
+    path = Path(config_path)
+    config = read_config(path, {entry: entry_point_parameters(entry) for entry in STEP_ENTRIES})
+    grid = expand(config)
+    forced = {entry.strip() for entry in force.split(",") if entry.strip()}
+    unknown = sorted(forced - {*STEP_ENTRIES, "all"})
+    if unknown:
+        raise XstiltsInputError(f"--force {', '.join(unknown)}: expected entry points ({', '.join(STEP_ENTRIES)}) or all")
+    check_workers(workers)
+    for reason in grid.skipped:
+        click.echo(f"skipped cell {reason}")
+    version = code_version(PROJECT_ROOT)
+    with tracking.phase_run("main", {"config": path.name, "code_version": version, "workers": workers,
+                                     "force": force, "n_steps": len(grid.steps)}) as parent_run_id:
+        tracking.log_text(path.read_text(encoding="utf-8"), "config.yaml")
+        experiment_id = mlflow.get_run(parent_run_id).info.experiment_id
+        grid_run = GridRun(grid, version, forced, parent_run_id, experiment_id)
+        grid_run.run(workers)
+        tracking.log_text(json.dumps(grid_run.records, indent=1), "grid.json")
+        counts = grid_run.counts()
+        click.echo(", ".join(f"{name} {value}" for name, value in counts.items()))
+        if counts["failed"] or counts["blocked"]:
+            raise XstiltsInputError(f"{counts['failed']} step(s) failed and {counts['blocked']} were blocked by them "
+                                    "(see the lines above); rerun the same command to resume: finished steps are "
+                                    "reused")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ export PATH="$PWD/.venv/bin:$PATH"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$PWD/mlflow.db}"
 start=$SECONDS
+# The grid (configs/demo.yaml); rerunning the script reuses every finished step.
 mlflow run . -e main --env-manager local --experiment-name xstilts-demo "$@"
-mlflow run . -e main --env-manager local --experiment-name xstilts-demo -P config=configs/demo-baseline.yaml
 mlflow run . -e analysis --env-manager local --experiment-name xstilts-demo -P experiment=xstilts-demo
 echo "demo wall time: $((SECONDS - start)) s"
 echo "open the runs with: .venv/bin/mlflow ui --backend-store-uri $MLFLOW_TRACKING_URI"

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 from transformers import AutoTokenizer
 
+from components.grid import expand, read_config
 from components.models import load_model, resolve_model
 from components.settings import DATA_ROOT_ENV, PROJECT_ROOT, data_root
 from components.multitask import MultiTaskModel, TaskBatchSampler, TaskCollator, mixing_weights
@@ -17,7 +18,7 @@ from components.tasks import get_task
 from components.task_types import handler_for
 from components.training import load_task_model
 from pipelines import intermediate, target
-from pipelines.main import entry_point_parameters, read_chain
+from pipelines.main import STEP_ENTRIES, entry_point_parameters
 
 FAST = ["--epochs", "1", "--batch-size", "16", "--max-length", "64"]
 
@@ -198,6 +199,8 @@ def test_main_configs_and_the_mlproject_pass_the_task_list_and_the_cap(tmp_path)
     assert {"task", "task_size_cap"} <= entry_point_parameters("intermediate")
     assert "--task-size-cap {task_size_cap}" in (PROJECT_ROOT / "MLproject").read_text(encoding="utf-8")
     config = tmp_path / "study.yaml"
-    config.write_text("chain:\n  intermediate:\n    task: anli,sst2,siqa\n    task_size_cap: 5000\n"
-                      "  target: {task: xnli}\n", encoding="utf-8")
-    assert read_chain(config)["intermediate"] == {"task": "anli,sst2,siqa", "task_size_cap": 5000}
+    config.write_text("seeds: [1]\nmethods: [full]\nintermediate:\n  - task: anli,sst2,siqa\n    task_size_cap: 5000\n"
+                      "targets: [{task: xnli}]\n", encoding="utf-8")
+    declared = {entry: entry_point_parameters(entry) for entry in STEP_ENTRIES}
+    (step,) = [step for step in expand(read_config(config, declared)).steps if step.entry == "intermediate"]
+    assert (step.params["task"], step.params["task_size_cap"]) == ("anli,sst2,siqa", 5000)

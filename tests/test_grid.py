@@ -1,0 +1,236 @@
+"""The study grid: config checks, expansion with shared steps, and get-or-run over a real tracking store."""
+
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import mlflow
+import pytest
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+
+from components import tracking
+from components.errors import XstiltsInputError
+from components.grid import cache_key, expand, read_config
+from components.settings import PROJECT_ROOT
+from pipelines import main
+
+DECLARED = {entry: main.entry_point_parameters(entry) for entry in main.STEP_ENTRIES}
+
+STUDY = """
+model: tiny
+seeds: [1, 2]
+methods: [full, madx, adapter_stilts]
+intermediate:
+  - none
+  - {task: anli, epochs: 1}
+targets:
+  - {task: xnli, epochs: 1, evaluate: {langs: "en,de,sw"}}
+  - {task: panx, evaluate: {langs: "en,sw"}}
+  - {task: tatoeba, evaluate: {langs: "de"}}
+lang_adapter: {max_steps: 5}
+lang_adapter_langs: [en, sw]
+lang_adapter_fallback: source
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "study.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_expansion_shares_intermediate_runs_and_language_adapters(tmp_path):
+    grid = expand(read_config(write(tmp_path, STUDY), DECLARED))
+    by_entry = {}
+    for step in grid.steps:
+        by_entry.setdefault(step.entry, []).append(step)
+    # Per seed: none x {full, madx} and anli x {full, adapter_stilts} for 2 trained targets = 8 targets; 16 for 2 seeds.
+    assert len(by_entry["target"]) == 16
+    # Per seed: one full and one madx anli run, each shared by both targets.
+    assert len(by_entry["intermediate"]) == 4
+    # en and sw adapters on the base model, shared by every seed, target and method; no seed in their params.
+    assert sorted(step.params["lang"] for step in by_entry["lang_adapter"]) == ["en", "sw"]
+    # 16 trained-task evaluations + tatoeba from the base model and from the anli full encoder of each seed.
+    assert len(by_entry["evaluate"]) == 16 + 1 + 2
+    assert sorted(grid.skipped) == sorted([
+        "none -> xnli x adapter_stilts: adapter_stilts starts from an intermediate run",
+        "none -> panx x adapter_stilts: adapter_stilts starts from an intermediate run",
+        "anli[en] -> xnli x madx: madx starts from the base model (use adapter_stilts or full_then_madx after an "
+        "intermediate)",
+        "anli[en] -> panx x madx: madx starts from the base model (use adapter_stilts or full_then_madx after an "
+        "intermediate)",
+        "none -> tatoeba x madx: retrieval tasks are scored from the encoder, without a method",
+        "none -> tatoeba x adapter_stilts: retrieval tasks are scored from the encoder, without a method",
+        "anli[en] -> tatoeba x madx: retrieval tasks are scored from the encoder, without a method",
+        "anli[en] -> tatoeba x adapter_stilts: retrieval tasks are scored from the encoder, without a method",
+    ])
+    keys = {step.key: step for step in grid.steps}
+    madx_eval = next(step for step in by_entry["evaluate"] if "madx" in step.label and "xnli" in step.label)
+    # de has no adapter of its own: it falls back to the source adapter, by the config's explicit choice.
+    assert [keys[key].params["lang"] for key in madx_eval.params["lang_adapter_runs"].keys] == ["sw"]
+    assert madx_eval.params["lang_adapter_fallback"] == "source"
+    stilts = next(step for step in by_entry["intermediate"] if step.params["method"] == "madx")
+    assert keys[stilts.params["lang_adapter_run_id"].keys[0]].params["lang"] == "en"
+    for level_index, level in enumerate(grid.levels()):
+        earlier = {step.key for lower in grid.levels()[:level_index] for step in lower}
+        assert all(set(step.upstream()) <= earlier for step in level)
+
+
+def test_cache_key_ignores_param_order_and_number_spelling_but_not_code():
+    assert cache_key("target", {"lr": 1e-4, "task": "xnli"}, "v1") == cache_key("target", {"task": "xnli", "lr": 0.0001}, "v1")
+    assert cache_key("target", {"task": "xnli"}, "v1") != cache_key("target", {"task": "xnli"}, "v2")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("seeds: [1]\nmethods: [full]\ntargets: [{task: xnli, lrr: 1}]\n", "unknown parameter\\(s\\) lrr for target"),
+    ("seeds: [1]\nmethods: [fine]\ntargets: [{task: xnli}]\n", "unknown method 'fine'"),
+    ("seeds: [1]\nmethods: [full]\ntargets: [{task: xnlii}]\n", "target: unknown task 'xnlii'"),
+    ("seeds: []\nmethods: [full]\ntargets: [{task: xnli}]\n", "`seeds:` must be a non-empty list"),
+    ("seeds: [1]\nmethods: [full]\ntargets: [{task: xnli}]\nbudget: 3\n", "unknown key\\(s\\) budget"),
+    ("seeds: [1]\nmethods: [full]\ntargets: [xnli]\n", "each entry of `targets:` must be a mapping"),
+    ("seeds: [1]\nmethods: [full]\ntargets: [{task: xnli}\n", "not valid YAML"),
+])
+def test_bad_configs_name_the_file_and_the_problem(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(XstiltsInputError, match=f"{path}: .*{message}"):
+        read_config(path, DECLARED)
+
+
+def test_a_config_without_runnable_cells(tmp_path):
+    config = read_config(write(tmp_path, "seeds: [1]\nmethods: [adapter_stilts]\ntargets: [{task: xnli}]\n"), DECLARED)
+    with pytest.raises(XstiltsInputError, match="no cell that its methods can run"):
+        expand(config)
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "paper.yaml", "xtreme-r-adapters.yaml"])
+def test_shipped_configs_expand(name):
+    grid = expand(read_config(PROJECT_ROOT / "configs" / name, DECLARED))
+    assert grid.steps
+
+
+class FakeLaunch:
+    """Stands in for `mlflow run`: records the launch and leaves a FINISHED (or FAILED) run as the entry would."""
+
+    def __init__(self, fail_entry: str = ""):
+        self.launched, self.run_ids, self.fail_entry = [], [], fail_entry
+
+    def __call__(self, entry, parameters, key, parent_run_id, experiment_id):
+        client = MlflowClient()
+        run_id = client.create_run(experiment_id).info.run_id
+        tracking.tag_step_run(run_id, key, parent_run_id)
+        self.launched.append((entry, parameters))
+        self.run_ids.append(run_id)
+        failed = entry == self.fail_entry
+        client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+        if failed:
+            raise RuntimeError(f"run {run_id} FAILED")
+        return run_id
+
+    def run_id_of(self, entry: str) -> str:
+        return self.run_ids[[launched for launched, _ in self.launched].index(entry)]
+
+
+SMALL = "seeds: [1]\nmethods: [full]\nintermediate: [none, {task: anli}]\ntargets: [{task: xnli}]\n"
+
+
+def run_main(path, *args):
+    return CliRunner().invoke(main.main, ["--config", str(path), *args])
+
+
+@pytest.fixture(autouse=True)
+def fixed_code_version(monkeypatch):
+    """The cache keys of these tests must not depend on the working tree's files (edited while tests run)."""
+    monkeypatch.setattr(main, "code_version", lambda root: "code-v1")
+
+
+def test_rerun_reuses_every_finished_step_and_force_reruns_chosen_ones(tracking_store, tmp_path, monkeypatch):
+    fake = FakeLaunch()
+    monkeypatch.setattr(main, "launch", fake)
+    path = write(tmp_path, SMALL)
+    first = run_main(path)
+    assert first.exit_code == 0, first.output
+    # none -> xnli: target, evaluate; anli -> xnli: intermediate, target, evaluate.
+    assert sorted(entry for entry, _ in fake.launched) == ["evaluate", "evaluate", "intermediate", "target", "target"]
+    stilts_target = next(params for entry, params in fake.launched if entry == "target" and params.get("init_run_id"))
+    assert stilts_target["init_run_id"] == fake.run_id_of("intermediate")
+    second = run_main(path)
+    assert second.exit_code == 0 and len(fake.launched) == 5, second.output
+    assert "done 0, cached 5, failed 0, blocked 0, remaining 0" in second.output
+    third = run_main(path, "--force", "evaluate")
+    assert [entry for entry, _ in fake.launched[5:]] == ["evaluate", "evaluate"], third.output
+    parents = [run for run in mlflow.search_runs(search_all_experiments=True, output_format="list")
+               if run.data.tags.get("xlt.phase") == "main"]
+    assert len(parents) == 3 and {run.info.status for run in parents} == {"FINISHED"}
+    latest = max(parents, key=lambda run: run.info.start_time)
+    assert latest.data.metrics["grid/cached"] == 3 and latest.data.metrics["grid/done"] == 2
+    assert {MlflowClient().get_run(run_id).data.tags["mlflow.parentRunId"] for run_id in fake.run_ids[5:]} == {
+        latest.info.run_id}
+
+
+def test_a_run_left_running_is_marked_failed_and_redone(tracking_store, tmp_path, monkeypatch):
+    fake = FakeLaunch()
+    monkeypatch.setattr(main, "launch", fake)
+    path = write(tmp_path, "seeds: [1]\nmethods: [full]\ntargets: [{task: xnli}]\n")
+    assert run_main(path).exit_code == 0
+    client = MlflowClient()
+    killed = fake.run_id_of("evaluate")
+    client.update_run(killed, status="RUNNING")  # what a kill -9 of the study leaves behind
+    result = run_main(path)
+    assert result.exit_code == 0, result.output
+    assert [entry for entry, _ in fake.launched] == ["target", "evaluate", "evaluate"]
+    assert client.get_run(killed).info.status == "FAILED"
+
+
+def test_a_failed_step_blocks_its_cell_and_fails_the_study(tracking_store, tmp_path, monkeypatch):
+    monkeypatch.setattr(main, "launch", FakeLaunch(fail_entry="intermediate"))
+    result = run_main(write(tmp_path, SMALL))
+    assert result.exit_code == 2
+    assert "done 2, cached 0, failed 1, blocked 2, remaining 0" in result.output
+    assert "rerun the same command to resume" in result.output
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert "RUNNING" not in {run.info.status for run in runs}
+
+
+def test_workers_need_a_tracking_server(tracking_store, tmp_path):
+    result = run_main(write(tmp_path, SMALL), "--workers", "2")
+    assert result.exit_code == 2 and "needs a tracking server" in result.output
+
+
+@pytest.fixture(scope="module")
+def tracking_server():
+    """A real MLflow tracking server on PostgreSQL (scripts/tracking_server.sh), as users start it."""
+    folder = Path(tempfile.mkdtemp(prefix="xstilts-server-", dir="/tmp"))
+    folder.chmod(0o755)  # the PostgreSQL cluster inside belongs to the postgres user
+    script = str(PROJECT_ROOT / "scripts" / "tracking_server.sh")
+    started = subprocess.run(["bash", script, "start", str(folder), "5057"], capture_output=True, text=True)
+    assert started.returncode == 0, started.stderr
+    yield started.stdout.strip()
+    subprocess.run(["bash", script, "stop", str(folder)], check=True)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+class MeetingLaunch(FakeLaunch):
+    """Target launches wait for each other at a barrier: they pass only if they run at the same time."""
+
+    def __init__(self):
+        super().__init__()
+        self.barrier = threading.Barrier(2, timeout=60)
+
+    def __call__(self, entry, *args):
+        if entry == "target":
+            self.barrier.wait()
+        return super().__call__(entry, *args)
+
+
+def test_two_workers_run_independent_steps_at_once_on_a_tracking_server(tracking_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
+    mlflow.set_tracking_uri(tracking_server)
+    monkeypatch.setattr(main, "launch", MeetingLaunch())
+    path = write(tmp_path, "seeds: [1, 2]\nmethods: [full]\ntargets: [{task: xnli}]\n")
+    result = run_main(path, "--workers", "2")  # one worker would leave the first target waiting for the second
+    assert result.exit_code == 0 and "done 4, cached 0, failed 0" in result.output, result.output
+    again = run_main(path, "--workers", "2")
+    assert "done 0, cached 4" in again.output, again.output
