@@ -36,14 +36,20 @@ def default_tracking_uri() -> str:
 
 
 @contextmanager
-def phase_run(phase: str, params: dict, tags: dict | None = None) -> Iterator[str]:
+def phase_run(phase: str, params: dict, tags: dict | None = None, parent_run_id: str = "") -> Iterator[str]:
     """One MLflow run for one phase invocation; yields its id.
 
     Under `mlflow run` this attaches to the project's run (MLFLOW_RUN_ID), so the Trainer cannot end it. Any
     exception ends the run FAILED before it propagates, so no run is left RUNNING.
+
+    Args:
+        parent_run_id: nest the run under this run (a tuning trial under its study run), which need not be this
+            process's active run: a worker that joined a study runs its trials under the study's run.
     """
     mlflow.set_tracking_uri(default_tracking_uri())
-    with mlflow.start_run() as run:
+    with mlflow.start_run(nested=bool(parent_run_id)) as run:
+        if parent_run_id:
+            mlflow.set_tag(MLFLOW_PARENT_RUN_ID, parent_run_id)
         mlflow.set_tags({f"{TAG_PREFIX}phase": phase, **{f"{TAG_PREFIX}{k}": v for k, v in (tags or {}).items()}})
         log_params(params)
         yield run.info.run_id
@@ -174,3 +180,49 @@ class MetricsCallback(TrainerCallback):
                 metrics[f"train/{self.task}/{key}"] = value
         if metrics:
             mlflow.log_metrics(metrics, step=state.global_step)
+
+
+def active_run_id() -> str:
+    return mlflow.active_run().info.run_id
+
+
+def end_active_run(status: str) -> None:
+    """Ends this process's innermost run with `status` (KILLED for a pruned tuning trial) inside its `phase_run`,
+    which then leaves it as it is."""
+    mlflow.end_run(status=status)
+
+
+def log_to_run(run_id: str, params: dict | None = None, metrics: dict[str, float] | None = None,
+               tags: dict | None = None, texts: dict[str, str] | None = None, step: int = 0) -> None:
+    """Logs onto run `run_id`, active in this process or not (another worker's study run, a trial run that has
+    ended); params already logged are kept, as `log_params` does, tags get the `xlt.` prefix, and `texts` maps
+    artifact file names to their contents."""
+    client = MlflowClient(default_tracking_uri())
+    existing = client.get_run(run_id).data.params
+    for key, value in (params or {}).items():
+        if key not in existing:
+            client.log_param(run_id, key, str(value))
+    for key, value in (metrics or {}).items():
+        client.log_metric(run_id, key, value, step=step)
+    for key, value in (tags or {}).items():
+        client.set_tag(run_id, f"{TAG_PREFIX}{key}", str(value))
+    for artifact_file, text in (texts or {}).items():
+        client.log_text(run_id, text, artifact_file)
+
+
+def run_status(run_id: str) -> str:
+    return MlflowClient(default_tracking_uri()).get_run(run_id).info.status
+
+
+def terminate_run(run_id: str, status: str) -> None:
+    """Ends run `run_id` with `status` (e.g. the runs of a dead tuning worker, which could not end them)."""
+    MlflowClient(default_tracking_uri()).set_terminated(run_id, status)
+
+
+def running_run_ids(tags: dict) -> list[str]:
+    """The RUNNING runs, in any experiment, whose `xlt.` tags have the given values."""
+    conditions = [f"tags.`{TAG_PREFIX}{key}` = '{value}'" for key, value in tags.items()]
+    mlflow.set_tracking_uri(default_tracking_uri())
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string=" and ".join([*conditions, "attributes.status = 'RUNNING'"]))
+    return [run.info.run_id for run in runs]

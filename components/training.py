@@ -5,13 +5,14 @@ training language alone. For target tasks that language is English; no target-la
 for selection.
 """
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 from torch.utils.data import SequentialSampler
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
 from components.data import Example, TrainingData
 from components.errors import XstiltsInputError
@@ -45,9 +46,11 @@ class TrainConfig:
     fused_adamw: bool = False
     accumulation_steps: int = 1
     compile_model: bool = False
+    # Selection evaluations per epoch: more than one gives early stopping and tuning's pruner points inside an epoch.
+    evals_per_epoch: int = 1
 
     def __post_init__(self):
-        for name in ("lr", "epochs", "batch_size", "max_length", "accumulation_steps"):
+        for name in ("lr", "epochs", "batch_size", "max_length", "accumulation_steps", "evals_per_epoch"):
             if getattr(self, name) <= 0:
                 raise XstiltsInputError(f"{name} must be positive, got {getattr(self, name)}")
         if self.max_train_examples < 0 or self.early_stopping_patience < 0:
@@ -158,9 +161,32 @@ def _stage_trainer(spec: TaskSpec, handler, model, tokenizer, stage: TrainingDat
 
 
 def trainer_callbacks(config: TrainConfig, callbacks: Sequence) -> list:
-    """`callbacks`, and early stopping on the selection metric where the config asks for it."""
+    """`callbacks`, evaluations inside epochs and early stopping on the selection metric where the config asks."""
+    within_epochs = [EvaluateWithinEpochs(config.evals_per_epoch)] if config.evals_per_epoch > 1 else []
     early_stopping = [EarlyStoppingCallback(config.early_stopping_patience)] if config.early_stopping_patience else []
-    return [*callbacks, *early_stopping]
+    return [*within_epochs, *callbacks, *early_stopping]
+
+
+class EvaluateWithinEpochs(TrainerCallback):
+    """Evaluates and saves a checkpoint `per_epoch - 1` times inside each epoch, evenly spaced.
+
+    The epoch strategy still evaluates at each epoch's end (and at the end of a fractional last epoch), so the last
+    steps are always scored; the Trainer's step strategy would skip them unless the step count divides evenly.
+    """
+
+    def __init__(self, per_epoch: int):
+        self.per_epoch = per_epoch
+        self._fractions_done = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._fractions_done = math.floor((state.epoch or 0) * self.per_epoch)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        fractions = math.floor(state.epoch * self.per_epoch)
+        if fractions > self._fractions_done:
+            self._fractions_done = fractions
+            if fractions % self.per_epoch:  # an epoch's end is the epoch strategy's evaluation
+                control.should_evaluate = control.should_save = True
 
 
 def _training_arguments(spec: TaskSpec, config: TrainConfig, output_dir: Path) -> TrainingArguments:

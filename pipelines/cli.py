@@ -4,6 +4,7 @@ import functools
 import sys
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import click
 
@@ -45,6 +46,10 @@ TRAIN_OPTIONS = (
     click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True),
     click.option("--max-train-examples", type=int, default=0, show_default=True, help="Cap on training examples; 0 = all."),
     click.option("--early-stopping-patience", type=int, default=0, show_default=True),
+    click.option("--warmup-ratio", type=float, default=_DEFAULTS.warmup_ratio, show_default=True,
+                 help="Share of the training steps over which the learning rate warms up."),
+    click.option("--evals-per-epoch", type=int, default=_DEFAULTS.evals_per_epoch, show_default=True,
+                 help="English-dev selection evaluations per epoch (checkpoints, early stopping, tuning's pruner)."),
     click.option("--freeze-word-embeddings", type=bool, default=True, show_default=True),
     click.option("--precision", type=click.Choice(PRECISIONS), default=_DEFAULTS.precision, show_default=True,
                  help="Autocast precision of training (bf16/fp16 on GPUs; fp16 needs CUDA)."),
@@ -71,11 +76,13 @@ def train_options(function):
 
 def run_training_phase(phase: str, task: str, train_lang: str, init_run_id: str, model_name: str, protocol: str,
                        hand_on_encoder_only: bool, train_source: str, select_holdout: int,
-                       method: MethodChoice = FULL_FINE_TUNING, **config_values) -> str:
+                       method: MethodChoice = FULL_FINE_TUNING, parent_run_id: str = "", run_tags: dict | None = None,
+                       trainer_callbacks: Sequence = (), **config_values) -> str:
     """Trains `task` in `train_lang` from the base model or an upstream run; logs `model/` (adapter methods:
     `adapters/` and `heads/`, see `pipelines.methods`); returns the run id.
 
-    `train_source` and `select_holdout` are the data options of `components.data.training_stages`.
+    `train_source` and `select_holdout` are the data options of `components.data.training_stages`. A tuning trial
+    nests the run under `parent_run_id` (its study run), adds `run_tags` and its pruning `trainer_callbacks`.
     """
     spec = get_task(task)
     spec.check_lang(train_lang, training=True)
@@ -84,7 +91,8 @@ def run_training_phase(phase: str, task: str, train_lang: str, init_run_id: str,
     protocol = resolve_protocol(spec, protocol)
     params = training_params(task, train_lang, resolved, config, init_run_id=init_run_id,
                              train_source_override=train_source, select_holdout=select_holdout, **method.params())
-    with tracking.phase_run(phase, params, tags={"task": task}) as run_id:
+    with tracking.phase_run(phase, params, tags={"task": task, **(run_tags or {})},
+                            parent_run_id=parent_run_id) as run_id:
         upstream_params = tracking.finished_run(init_run_id, "intermediate").data.params if init_run_id else {}
         method.check_upstream(init_run_id, upstream_params)
         if init_run_id:
@@ -100,7 +108,8 @@ def run_training_phase(phase: str, task: str, train_lang: str, init_run_id: str,
                     if init_run_id and method.method.encoder_from_upstream else resolved)
             setup = method.training_setup(task, train_lang, resolved.name, init_run_id, Path(work_dir))
             result = train(spec, init, tokenizer, stages, train_lang, config, Path(work_dir) / "trainer",
-                           callbacks_for=lambda stage: [tracking.MetricsCallback(stage.task, train_lang)],
+                           callbacks_for=lambda stage: [tracking.MetricsCallback(stage.task, train_lang),
+                                                        *trainer_callbacks],
                            setup_model=setup)
             tracking.log_language_metrics("select", task, train_lang, result.select_metrics)
             if setup:

@@ -18,12 +18,17 @@ from pipelines.methods import MethodChoice, method_options
 @train_options
 @method_options
 @entry_point
-def main(task: str, init_run_id: str, method_name: str, lang_adapter_run_id: str, task_reduction_factor: float,
-         **options) -> None:
+def main(**options) -> None:
+    click.echo(f"target run {train_target(**options)}")
+
+
+def train_target(task: str, init_run_id: str, method_name: str, lang_adapter_run_id: str,
+                 task_reduction_factor: float, **options) -> str:
+    """One `target` run from the entry point's option values; returns its run id. Tuning trials call it too, with
+    `run_training_phase`'s nesting and callback options added."""
     method = MethodChoice.from_options("target", method_name, lang_adapter_run_id, task_reduction_factor)
-    run_id = run_training_phase("target", task, ZERO_SHOT_SOURCE_LANG, init_run_id=init_run_id,
-                                hand_on_encoder_only=False, method=method, **options)
-    click.echo(f"target run {run_id}")
+    return run_training_phase("target", task, ZERO_SHOT_SOURCE_LANG, init_run_id=init_run_id,
+                              hand_on_encoder_only=False, method=method, **options)
 
 
 if __name__ == "__main__":
