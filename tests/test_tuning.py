@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 
 import components.data
 import pipelines.cli
+import tuning.storage
 import tuning.study
 import tuning.trial
 from components.settings import PROJECT_ROOT
@@ -145,6 +146,19 @@ def test_a_study_with_another_direction_is_refused(tracking_store, tiny_model_di
     optuna.create_study(study_name="taken", storage=journal(tmp_path), direction="minimize")
     code, out = invoke(tune_args(tiny_model_dir, tmp_path, "--study-name", "taken"))
     assert_clean_failure(code, out, "study 'taken' .* exists with direction minimize")
+
+
+def test_a_second_worker_on_sqlite_is_refused(tracking_store, tiny_model_dir, tmp_path, monkeypatch):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = tune_args(tiny_model_dir, tmp_path, "--storage", storage, "--study-name", "single", "--n-trials", "2")
+    with monkeypatch.context() as patch:  # a first worker creates the study and queues its budget, running nothing
+        patch.setattr(tuning.study.Worker, "run", lambda self: [])
+        code, out = invoke(args)
+        assert code == 0, out
+    trial = optuna.load_study(study_name="single", storage=storage).ask()  # a live worker (this process) claims one
+    trial.set_user_attr(tuning.study.WORKER_ATTR, tuning.storage.worker_id())
+    code, out = invoke(args)
+    assert_clean_failure(code, out, "SQLite .* serves one Optuna worker only")
 
 
 def assert_clean_failure(code, out, message):

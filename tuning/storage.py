@@ -35,11 +35,22 @@ class StudyStorage:
     Attributes:
         shown: the storage as logged and printed (a database URL without its password).
         heartbeats: dead workers are found by heartbeats (databases), else by process id on this machine.
+        one_worker: the storage serves one worker at a time (SQLite).
     """
 
     storage: optuna.storages.BaseStorage
     shown: str
     heartbeats: bool
+    one_worker: bool = False
+
+
+def one_worker_only(shown: str) -> XstiltsInputError:
+    """The error for a second worker on SQLite."""
+    return XstiltsInputError(
+        f"SQLite ({shown}) serves one Optuna worker only: it has no row locks, so concurrent workers hit 'database is "
+        "locked' and may run a queued trial twice. For several workers use the default journal file (one machine: "
+        "leave --storage empty, or give a file path) or a database URL (postgresql+psycopg://user@host/db; "
+        "scripts/postgres.sh starts a local PostgreSQL)")
 
 
 def open_storage(spec: str, workers: int, heartbeat_s: int,
@@ -65,11 +76,7 @@ def open_storage(spec: str, workers: int, heartbeat_s: int,
     shown = url.render_as_string(hide_password=True)
     if url.get_backend_name() == "sqlite":
         if workers > 1:
-            raise XstiltsInputError(
-                f"SQLite ({shown}) serves one Optuna worker only: it has no row locks, so concurrent workers hit "
-                "'database is locked' and may run a queued trial twice. For several workers use the default journal "
-                "file (one machine: leave --storage empty, or give a file path) or a database URL "
-                "(postgresql+psycopg://user@host/db; scripts/postgres.sh starts a local PostgreSQL)")
+            raise one_worker_only(shown)
         opened = lambda: RDBStorage(str(spec), engine_kwargs={"connect_args": {"timeout": 30}})
     else:
         connect = {"connect_timeout": CONNECT_TIMEOUT_S} if url.get_backend_name() == "postgresql" else {}
@@ -78,7 +85,8 @@ def open_storage(spec: str, workers: int, heartbeat_s: int,
                                     heartbeat_interval=heartbeat_s, grace_period=HEARTBEAT_GRACE * heartbeat_s,
                                     heartbeat_stale_trial_callback=on_stale_trial)
     try:
-        return StudyStorage(opened(), shown, heartbeats=url.get_backend_name() != "sqlite")
+        sqlite = url.get_backend_name() == "sqlite"
+        return StudyStorage(opened(), shown, heartbeats=not sqlite, one_worker=sqlite)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise XstiltsInputError(f"cannot reach the Optuna storage {shown}: {reason}") from None

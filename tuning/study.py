@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from components import tracking
 from components.errors import XstiltsInputError
 from tuning.space import SearchSpace
-from tuning.storage import StudyStorage, died_on_this_machine
+from tuning.storage import StudyStorage, died_on_this_machine, one_worker_only
 
 PLAN_ATTR = "xlt.plan"  # what joining workers must agree on
 STUDY_RUN_ATTR = "xlt.study_run_id"  # set once the budget is queued: joining workers wait for it
@@ -67,8 +67,8 @@ def create_or_join(storage: StudyStorage, plan: StudyPlan) -> tuple[optuna.Study
     """The study `plan.name` and whether this call created it.
 
     Raises:
-        XstiltsInputError: a study of that name exists with another direction, was not made by `tune`, or has
-            another plan (cell, objective, space, budget or pruner).
+        XstiltsInputError: a study of that name exists with another direction, was not made by `tune`, has
+            another plan (cell, objective, space, budget or pruner), or is run by another live worker on SQLite.
     """
     try:
         study = optuna.create_study(study_name=plan.name, storage=storage.storage, direction="maximize",
@@ -86,6 +86,10 @@ def create_or_join(storage: StudyStorage, plan: StudyPlan) -> tuple[optuna.Study
     if existing is None:
         raise XstiltsInputError(f"study {plan.name!r} in {storage.shown} was not created by the tune entry point (it "
                                 "has no plan); choose another --study-name")
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if storage.one_worker and any(WORKER_ATTR not in trial.user_attrs or not died_on_this_machine(
+            trial.user_attrs[WORKER_ATTR]) for trial in running):
+        raise one_worker_only(storage.shown)  # another live worker runs this study
     wanted = json.loads(json.dumps(plan.attrs()))  # as stored: tuples become lists
     differing = sorted(key for key in wanted if existing.get(key) != wanted[key])
     if differing:
