@@ -312,6 +312,10 @@ def test_lareqa_chain_scores_the_prediction_files_it_writes(lareqa_target):
                     for question, sentence in (("q1", 0), ("q2", 1))}
         assert run.data.metrics[f"eval/lareqa/{lang}/map_at_20"] == pytest.approx(
             map_at_k(predicted, relevant)["map_at_20"])
+    code, out = invoke(evaluate.main, ["--train-run-id", lareqa_target, "--langs", "de", "--max-examples", "1"])
+    assert code == 0, out
+    capped_id = run_id_of(out, "evaluate")
+    assert set(json.loads(mlflow.artifacts.load_text(f"runs:/{capped_id}/predictions/lareqa/test-de.json"))) == {"q1"}
 
 
 def test_lareqa_from_an_encoder_without_task_training(tracking_store, tiny_model_dir, data_root):
