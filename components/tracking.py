@@ -1,10 +1,10 @@
 """The only module of `components/` that talks to MLflow: runs, params, metric keys and artifact hand-offs.
 
 Metric keys: `<split>/<task>/<lang>/<metric>` (e.g. `eval/xnli/de/accuracy`, `select/xnli/en/accuracy`), plus
-`train/<task>/*` curves and `peak_rss_mb`; a multi-task run logs what belongs to its whole mixture (its training
-curves, the mean selection metric) under the task name `multitask`. Artifacts: `model/` (a Hugging Face folder),
-`predictions/<task>/test-<lang>.<ext>`, and for adapter runs `adapters/<name>/`,
-`heads/<name>/` and `corpus/composition.json`.
+`train/<task>/*` curves and `peak_rss_mb` (and `peak_gpu_mb` on a GPU); a multi-task run logs what belongs to its
+whole mixture (its training curves, the mean selection metric) under the task name `multitask`. Artifacts: `model/`
+(a Hugging Face folder), `predictions/<task>/test-<lang>.<ext>`, and for adapter runs `adapters/<name>/`, `heads/<name>/`
+and `corpus/composition.json`.
 """
 
 import os
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 import mlflow
+import torch
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from transformers import TrainerCallback
@@ -54,6 +55,8 @@ def phase_run(phase: str, params: dict, tags: dict | None = None, parent_run_id:
         log_params(params)
         yield run.info.run_id
         mlflow.log_metric("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        if torch.cuda.is_available():  # on a GPU, the peak that limits batch size is the device's
+            mlflow.log_metric("peak_gpu_mb", torch.cuda.max_memory_allocated() / 2**20)
 
 
 def log_params(params: dict) -> None:
