@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import mlflow
 import optuna
@@ -30,6 +31,7 @@ from tuning.best_params import tuned_values
 
 FAST = ["--task", "xnli", "--protocol", "dev-split", "--epochs", "1", "--batch-size", "16", "--max-length", "64",
         "--max-train-examples", "48", "--evals-per-epoch", "2"]
+WORKER_HOOKS = Path(__file__).parent / "worker_hooks"
 LR_SPACE = "{lr: {low: 1.0e-5, high: 1.0e-3, log: true}}"
 
 
@@ -181,9 +183,18 @@ def postgres_url():
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def start_worker(args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipelines.tune", *args], env=tune.worker_environment(),
+def start_worker(args, hold_dir: Path) -> subprocess.Popen:
+    """A tune worker whose trials, and those of the workers it starts, wait once training has begun until
+    `release_trials(hold_dir)` (tests/worker_hooks/sitecustomize.py): a kill then lands mid-trial on any machine."""
+    environment = tune.worker_environment()
+    environment["PYTHONPATH"] = os.pathsep.join([str(WORKER_HOOKS), environment["PYTHONPATH"]])
+    environment["XSTILTS_TEST_HOLD_DIR"] = str(hold_dir)
+    return subprocess.Popen([sys.executable, "-m", "pipelines.tune", *args], env=environment,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def release_trials(hold_dir: Path) -> None:
+    (hold_dir / "release").touch()
 
 
 def poll_until(find, process: subprocess.Popen, timeout_s: float = 600):
@@ -201,8 +212,9 @@ def poll_until(find, process: subprocess.Popen, timeout_s: float = 600):
     raise AssertionError(f"nothing found within {timeout_s} s")
 
 
-def kill_mid_trial(load_study, victim: int, process: subprocess.Popen) -> int:
-    """Kills process `victim` once it trains a trial (its run started); returns that trial's number."""
+def kill_mid_trial(load_study, victim: int, process: subprocess.Popen, hold_dir: Path) -> int:
+    """Kills process `victim` once it trains a trial (its run started), then lets the other workers' trials go on;
+    returns the killed trial's number."""
     def victims_trial():
         return next((trial.number for trial in load_study().get_trials(states=(optuna.trial.TrialState.RUNNING,))
                      if f":{victim}:" in trial.user_attrs.get(tuning.study.WORKER_ATTR, "")
@@ -210,6 +222,7 @@ def kill_mid_trial(load_study, victim: int, process: subprocess.Popen) -> int:
 
     number = poll_until(victims_trial, process)
     os.kill(victim, signal.SIGKILL)
+    release_trials(hold_dir)
     return number
 
 
@@ -235,12 +248,12 @@ def test_two_workers_on_postgres_survive_a_killed_worker(tracking_store, tiny_mo
     name = f"pg-{uuid.uuid4().hex[:8]}"
     args = [*tune_args(tiny_model_dir, tmp_path, "--n-trials", "4", "--study-name", name, "--pruner", "none",
                        "--storage", postgres_url, "--heartbeat-s", "2"), "--max-train-examples", "160"]
-    creator = start_worker(args)
+    creator = start_worker(args, tmp_path)
     storage = optuna.storages.RDBStorage(postgres_url)  # one connection pool for all the polling
     load = lambda: optuna.load_study(study_name=name, storage=storage)
     poll_until(lambda: tuning.study.STUDY_RUN_ATTR in load().user_attrs, creator)
-    joiner = start_worker(args)  # a separate process, as on another machine: it joins by name
-    killed = kill_mid_trial(load, joiner.pid, joiner)
+    joiner = start_worker(args, tmp_path)  # a separate process, as on another machine: it joins by name
+    killed = kill_mid_trial(load, joiner.pid, joiner, tmp_path)
     joiner.communicate()
     out, _ = creator.communicate(timeout=900)
     assert creator.returncode == 0, out
@@ -252,11 +265,11 @@ def test_two_workers_on_postgres_survive_a_killed_worker(tracking_store, tiny_mo
 def test_local_workers_on_the_journal_survive_a_killed_worker(tracking_store, tiny_model_dir, tmp_path):
     args = [*tune_args(tiny_model_dir, tmp_path, "--n-trials", "4", "--study-name", "local", "--pruner", "none",
                        "--workers", "2"), "--max-train-examples", "160"]
-    parent = start_worker(args)
+    parent = start_worker(args, tmp_path)
     load = lambda: optuna.load_study(study_name="local", storage=journal(tmp_path))
     helper = poll_until(lambda: next((child.pid for child in psutil.Process(parent.pid).children()
                                       if "pipelines.tune" in child.cmdline()), None), parent)
-    killed = kill_mid_trial(load, helper, parent)
+    killed = kill_mid_trial(load, helper, parent, tmp_path)
     out, _ = parent.communicate(timeout=900)
     assert parent.returncode == 0, out
     assert f"worker process {helper} failed" in out
