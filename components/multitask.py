@@ -252,8 +252,6 @@ class MultiTaskTrainer(Trainer):
 @dataclass
 class MultiTaskResult:
     model: MultiTaskModel
-    select_metrics: dict[str, dict[str, float]]  # task -> {headline metric: value} at the selected checkpoint
-    headline_mean: float
     trainable_params: int
     total_params: int
 
@@ -279,13 +277,8 @@ def train_multitask(mixture: Mixture, init: ResolvedModel, tokenizer, config: Tr
         callbacks=trainer_callbacks(config, callbacks),
     )
     trainer.train()
-    best = next(entry for entry in trainer.state.log_history
-                if entry["step"] == trainer.state.best_global_step and f"eval_{HEADLINE_MEAN}" in entry)
     return MultiTaskResult(
         model=model,
-        select_metrics={task.name: {task.spec.headline_metric: best[f"eval_{task.name}/{task.spec.headline_metric}"]}
-                        for task in mixture.tasks},
-        headline_mean=trainer.state.best_metric,
         trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
         total_params=sum(p.numel() for p in model.parameters()),
     )

@@ -166,14 +166,26 @@ class MetricsCallback(TrainerCallback):
     ~200 params whose names can collide with ours and silently lose a whole batch.
 
     Evaluation keys are `eval_<metric>` for `task`, or `eval_<task>/<metric>` where one evaluation scores several tasks.
+    Each evaluation is logged at its training step, and when training ends the selected checkpoint's evaluation is
+    logged once more one step past them all: MLflow shows a key's value at its highest step, so a run shows the
+    selected value while the key's history keeps the whole curve.
     """
 
     def __init__(self, task: str, select_lang: str):
         self.task, self.select_lang = task, select_lang
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        self._log(logs or {}, state.global_step)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        selected = {key: value for logs in state.log_history if logs.get("step") == state.best_global_step
+                    for key, value in logs.items() if key.startswith("eval_")}
+        if selected:  # none where nothing was selected
+            self._log(selected, state.global_step + 1)
+
+    def _log(self, logs: dict, step: int) -> None:
         metrics = {}
-        for key, value in (logs or {}).items():
+        for key, value in logs.items():
             if not isinstance(value, (int, float)):
                 continue
             if key.startswith("eval_"):
@@ -182,7 +194,7 @@ class MetricsCallback(TrainerCallback):
             else:
                 metrics[f"train/{self.task}/{key}"] = value
         if metrics:
-            mlflow.log_metrics(metrics, step=state.global_step)
+            mlflow.log_metrics(metrics, step=step)
 
 
 def active_run_id() -> str:

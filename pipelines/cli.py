@@ -111,7 +111,6 @@ def run_training_phase(phase: str, task: str, train_lang: str, init_run_id: str,
                            callbacks_for=lambda stage: [tracking.MetricsCallback(stage.task, train_lang),
                                                         *trainer_callbacks],
                            setup_model=setup)
-            tracking.log_language_metrics("select", task, train_lang, result.select_metrics)
             if setup:
                 log_adapter_outputs(setup, spec.labels, result, Path(work_dir))
             else:

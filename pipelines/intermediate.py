@@ -15,7 +15,7 @@ import click
 from components import tracking
 from components.errors import XstiltsInputError
 from components.models import load_tokenizer, resolve_model
-from components.multitask import HEADLINE_MEAN, load_mixture, train_multitask
+from components.multitask import load_mixture, train_multitask
 from components.training import TrainConfig
 from pipelines.cli import entry_point, log_trained_model, run_training_phase, train_options, training_params
 from pipelines.methods import MethodChoice, method_options
@@ -69,10 +69,6 @@ def run_multitask_phase(names: list[str], source_lang: str, task_size_cap: int, 
         with tempfile.TemporaryDirectory(prefix="xstilts-intermediate-") as work_dir:
             result = train_multitask(mixture, resolved, tokenizer, config, Path(work_dir) / "trainer",
                                      callbacks=[tracking.MetricsCallback(tracking.MULTITASK, source_lang)])
-            for name, metrics in result.select_metrics.items():
-                tracking.log_language_metrics("select", name, source_lang, metrics)
-            tracking.log_language_metrics("select", tracking.MULTITASK, source_lang,
-                                          {HEADLINE_MEAN: result.headline_mean})
             log_trained_model(result.model.encoder, tokenizer, result, Path(work_dir))
     return run_id
 
