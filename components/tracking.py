@@ -7,6 +7,7 @@ whole mixture (its training curves, the mean selection metric) under the task na
 and `corpus/composition.json`.
 """
 
+import functools
 import os
 import resource
 from contextlib import contextmanager
@@ -36,18 +37,41 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
 
 
+def is_main_process() -> bool:
+    """False on the other processes of a distributed launch (`torchrun`, `accelerate launch`; they set RANK): those
+    train alongside the main process but log nothing, so that one launch is one run."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def main_process_only(function):
+    """Makes `function`, which writes to the active run, do nothing on the other processes of a distributed launch,
+    which have no run (MLflow would start one for them)."""
+
+    @functools.wraps(function)
+    def on_main_process(*args, **kwargs):
+        if is_main_process():
+            return function(*args, **kwargs)
+        return None
+
+    return on_main_process
+
+
 @contextmanager
 def phase_run(phase: str, params: dict, tags: dict | None = None, parent_run_id: str = "") -> Iterator[str]:
     """One MLflow run for one phase invocation; yields its id.
 
     Under `mlflow run` this attaches to the project's run (MLFLOW_RUN_ID), so the Trainer cannot end it. Any
-    exception ends the run FAILED before it propagates, so no run is left RUNNING.
+    exception ends the run FAILED before it propagates, so no run is left RUNNING. The other processes of a
+    distributed launch start no run and yield "".
 
     Args:
         parent_run_id: nest the run under this run (a tuning trial under its study run), which need not be this
             process's active run: a worker that joined a study runs its trials under the study's run.
     """
     mlflow.set_tracking_uri(default_tracking_uri())
+    if not is_main_process():
+        yield ""
+        return
     with mlflow.start_run(nested=bool(parent_run_id)) as run:
         if parent_run_id:
             mlflow.set_tag(MLFLOW_PARENT_RUN_ID, parent_run_id)
@@ -59,6 +83,7 @@ def phase_run(phase: str, params: dict, tags: dict | None = None, parent_run_id:
             mlflow.log_metric("peak_gpu_mb", torch.cuda.max_memory_allocated() / 2**20)
 
 
+@main_process_only
 def log_params(params: dict) -> None:
     """Logs params not logged yet; `mlflow run` already logged its -P values as the strings given (`2e-5`), and
     logging the same key again with another spelling (`2e-05`) would be refused."""
@@ -78,14 +103,17 @@ def language_param_key(name: str, task: str, lang: str) -> str:
     return f"{name}/{task}/{lang}"
 
 
+@main_process_only
 def log_language_metrics(split: str, task: str, lang: str, metrics: dict[str, float], step: int | None = None) -> None:
     mlflow.log_metrics({metric_key(split, task, lang, name): value for name, value in metrics.items()}, step=step)
 
 
+@main_process_only
 def log_dir(local_dir: Path, artifact_path: str) -> None:
     mlflow.log_artifacts(str(local_dir), artifact_path=artifact_path)
 
 
+@main_process_only
 def log_text(text: str, artifact_file: str) -> None:
     mlflow.log_text(text, artifact_file)
 
@@ -132,6 +160,7 @@ def tag_step_run(run_id: str, cache_key: str, parent_run_id: str) -> None:
     client.set_tag(run_id, MLFLOW_PARENT_RUN_ID, parent_run_id)
 
 
+@main_process_only
 def log_metrics(metrics: dict[str, float], step: int) -> None:
     mlflow.log_metrics(metrics, step=step)
 
@@ -162,8 +191,8 @@ def download_artifact(run_id: str, artifact_path: str, destination: Path) -> Pat
 
 
 class MetricsCallback(TrainerCallback):
-    """Logs the Trainer's curves under our key scheme; the Trainer's own MLflow integration is off because it logs
-    ~200 params whose names can collide with ours and silently lose a whole batch.
+    """Logs the Trainer's curves under our key scheme, and its `world_size`; the Trainer's own MLflow integration is
+    off because it logs ~200 params whose names can collide with ours and silently lose a whole batch.
 
     Evaluation keys are `eval_<metric>` for `task`, or `eval_<task>/<metric>` where one evaluation scores several tasks.
     Each evaluation is logged at its training step, and when training ends the selected checkpoint's evaluation is
@@ -173,6 +202,9 @@ class MetricsCallback(TrainerCallback):
 
     def __init__(self, task: str, select_lang: str):
         self.task, self.select_lang = task, select_lang
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        log_params({"world_size": args.world_size})  # the processes training runs on, as the Trainer set them up
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         self._log(logs or {}, state.global_step)
@@ -194,7 +226,7 @@ class MetricsCallback(TrainerCallback):
             else:
                 metrics[f"train/{self.task}/{key}"] = value
         if metrics:
-            mlflow.log_metrics(metrics, step=step)
+            log_metrics(metrics, step)
 
 
 def active_run_id() -> str:

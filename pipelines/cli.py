@@ -33,6 +33,13 @@ def entry_point(function):
     return wrapper
 
 
+def echo_run(phase: str, run_id: str) -> None:
+    """`<phase> run <id>` on stdout, from the process that logged the run: the other processes of a distributed
+    launch have none."""
+    if run_id:
+        click.echo(f"{phase} run {run_id}")
+
+
 _DEFAULTS = TrainConfig()
 TRAIN_OPTIONS = (
     click.option("--model", "model_name", default=DEFAULT_MODEL, show_default=True,
@@ -125,6 +132,7 @@ def training_params(task: str, train_lang: str, resolved: ResolvedModel, config:
             **config.as_params()}
 
 
+@tracking.main_process_only  # the other processes of a distributed launch have trained the same model
 def log_trained_model(model, tokenizer, result, work_dir: Path) -> None:
     """Logs `result`'s parameter counts and hands `model` on, with the tokenizer, as the `model/` artifact."""
     tracking.log_params({"trainable_params": result.trainable_params, "total_params": result.total_params})
@@ -134,5 +142,5 @@ def log_trained_model(model, tokenizer, result, work_dir: Path) -> None:
     tracking.log_dir(model_dir, tracking.MODEL_ARTIFACT)
 
 
-__all__ = ["ZERO_SHOT_SOURCE_LANG", "entry_point", "train_options", "run_training_phase", "training_params",
+__all__ = ["ZERO_SHOT_SOURCE_LANG", "entry_point", "echo_run", "train_options", "run_training_phase", "training_params",
            "log_trained_model"]

@@ -17,7 +17,8 @@ from components.errors import XstiltsInputError
 from components.models import load_tokenizer, resolve_model
 from components.multitask import load_mixture, train_multitask
 from components.training import TrainConfig
-from pipelines.cli import entry_point, log_trained_model, run_training_phase, train_options, training_params
+from pipelines.cli import (echo_run, entry_point, log_trained_model, run_training_phase, train_options,
+                           training_params)
 from pipelines.methods import MethodChoice, method_options
 
 
@@ -46,7 +47,7 @@ def main(task: str, source_lang: str, task_size_cap: int, method_name: str, lang
     else:
         run_id = run_training_phase("intermediate", names[0], source_lang, init_run_id="", hand_on_encoder_only=True,
                                     method=method, **options)
-    click.echo(f"intermediate run {run_id}")
+    echo_run("intermediate", run_id)
 
 
 def run_multitask_phase(names: list[str], source_lang: str, task_size_cap: int, model_name: str, protocol: str,

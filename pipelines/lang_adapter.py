@@ -23,7 +23,7 @@ from components.errors import XstiltsInputError
 from components.models import load_pretrained, load_tokenizer, resolve_model
 from components.methods import check_upstream, get_method
 from components.training import PRECISIONS
-from pipelines.cli import DEFAULT_MODEL, entry_point
+from pipelines.cli import DEFAULT_MODEL, echo_run, entry_point
 from pipelines.methods import base_model_label
 
 _DEFAULTS = LangAdapterConfig()
@@ -60,7 +60,7 @@ def main(lang: str, model_name: str, init_run_id: str, reduction_factor: float, 
          exclude_eval_of: str, protocol: str, **config_values) -> None:
     run_id = run_lang_adapter(lang, model_name, init_run_id, text_source, max_texts, exclude_eval_of, protocol,
                               LangAdapterConfig(reduction_factor=reduction_factor, **config_values))
-    click.echo(f"lang_adapter run {run_id}")
+    echo_run("lang_adapter", run_id)
 
 
 def run_lang_adapter(lang: str, model_name: str, init_run_id: str, text_source: str, max_texts: int,

@@ -113,6 +113,7 @@ def download_task_adapter(run_id: str, work_dir: Path) -> Path:
                                       work_dir / "task" / run_id)
 
 
+@tracking.main_process_only  # the other processes of a distributed launch have trained the same adapter
 def log_adapter_outputs(setup: TaskAdapterTraining, labels, result, work_dir: Path) -> None:
     """Logs the trained task adapter and head, the language adapter's size, and the parameter counts."""
     adapter_dir, head_dir = work_dir / "adapter", work_dir / "head"

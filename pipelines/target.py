@@ -8,7 +8,7 @@ Writes: `model/` (encoder and head), or for adapter methods `adapters/task_<task
 
 import click
 
-from pipelines.cli import ZERO_SHOT_SOURCE_LANG, entry_point, run_training_phase, train_options
+from pipelines.cli import ZERO_SHOT_SOURCE_LANG, echo_run, entry_point, run_training_phase, train_options
 from pipelines.methods import MethodChoice, method_options
 
 
@@ -19,7 +19,7 @@ from pipelines.methods import MethodChoice, method_options
 @method_options
 @entry_point
 def main(**options) -> None:
-    click.echo(f"target run {train_target(**options)}")
+    echo_run("target", train_target(**options))
 
 
 def train_target(task: str, init_run_id: str, method_name: str, lang_adapter_run_id: str,
