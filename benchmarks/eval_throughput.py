@@ -85,9 +85,18 @@ def measure(task: str, lang: str, max_length: int, examples_per_task: int, batch
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--model", "model_name", default="multilingual-e5-small", show_default=True)
 def main(out_dir: Path, examples_per_task: int, batch_size: int, model_name: str) -> None:
+    run_eval_throughput(out_dir, examples_per_task, batch_size, model_name)
+
+
+def run_eval_throughput(out_dir: Path, examples_per_task: int = 512, batch_size: int = 64,
+                        model_name: str = "multilingual-e5-small") -> dict:
+    """Measures every task type, writes `eval-throughput.json` under `out_dir` and returns its content."""
     results = [measure(task, lang, max_length, examples_per_task, batch_size, model_name)
                for task, (lang, max_length) in TASKS.items()]
-    write_json(out_dir / "eval-throughput.json", {"machine": machine(), "results": results})
+    payload = {"machine": machine(), "settings": {"examples_per_task": examples_per_task, "batch_size": batch_size,
+                                                  "model": model_name}, "results": results}
+    write_json(out_dir / "eval-throughput.json", payload)
+    return payload
 
 
 if __name__ == "__main__":

@@ -1,0 +1,168 @@
+"""Every benchmark this machine can run, then BENCHMARKS.md rewritten from the results.
+
+    python -m benchmarks.run_all [--quick] [--out benchmarks/results/latest]
+
+Runs here: framework overhead (`benchmarks.overhead`, full and MAD-X), evaluation throughput
+(`benchmarks.eval_throughput`) and analysis time over synthetic runs (`benchmarks.analysis_scale`); their JSON files go
+to --out. Read, not run: the GPU path (`benchmarks.gpu_path` on a GPU machine, --gpu-results) and the demo grid's wall
+and cache-hit rerun times (--demo-results, a JSON file {"wall_s": ..., "rerun_s": ..., "machine": ...} written by
+whoever ran the demo); a missing file is reported as not measured. --quick shrinks every run (a smoke test: its
+numbers are not measurements).
+"""
+
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import click
+
+from benchmarks.analysis_scale import run_analysis_scale
+from benchmarks.common import machine
+from benchmarks.eval_throughput import run_eval_throughput
+from benchmarks.overhead import run_overhead
+
+OVERHEAD_TARGET = 1.10  # xstilts / bare step time, at most
+THROUGHPUT_TARGET = 3.0  # sorted, dynamically padded evaluation vs naive, at least
+FULL_SIZES = {"overhead_steps": 30, "overhead_warmup": 5, "eval_examples": 512, "analysis_runs": 10_000}
+QUICK_SIZES = {"overhead_steps": 6, "overhead_warmup": 1, "eval_examples": 64, "analysis_runs": 1_000}
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOT_MEASURED = "not measured"
+MEMORY_LABELS = {"peak_rss_mb": "peak RSS (MB)", "peak_gpu_mb": "peak GPU memory (MB)"}
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def ratio_against(value: float, target: float, at_most: bool) -> str:
+    """`1.04× (target ≤ 1.10×: met)`."""
+    met = value <= target if at_most else value >= target
+    return f"{value:.2f}× (target {'≤' if at_most else '≥'} {target:.2f}×: {'met' if met else 'NOT met'})"
+
+
+def describe_machine(described: dict) -> str:
+    return ", ".join(f"{key} {value}" for key, value in described.items())
+
+
+def overhead_section(overhead: dict) -> str:
+    steps = {(row["method"], row["loop"]): row for row in overhead["results"]}
+    rows = [(c["method"], f"{steps[c['method'], 'xstilts']['median_step_s']:.3f}",
+             f"{steps[c['method'], 'bare']['median_step_s']:.3f}",
+             ratio_against(c["median_ratio"], OVERHEAD_TARGET, at_most=True), f"{c['mean_ratio']:.2f}×",
+             f"{c['max_abs_loss_difference']:.1e} over {c['compared_losses']} steps")
+            for c in overhead["comparisons"]]
+    settings = overhead["settings"]
+    return ("## Framework overhead\n\n"
+            f"Seconds per optimizer step of `components.training.train` (the `target` path) vs a bare PyTorch loop on "
+            f"the same batches, model init, optimizer, schedule and frozen parameters: English {settings['task']}, "
+            f"batch size {settings['batch_size']}, max length {settings['max_length']}, {settings['steps']} steps, "
+            f"{settings['warmup']} untimed warmup steps; a step runs from one optimizer step's end to the "
+            "next (batch fetch and collation included, the selection evaluation and checkpoint after the last step "
+            "excluded). Equal first losses show both loops did the same work (`benchmarks/overhead.py`).\n\n"
+            + markdown_table(("method", "xstilts s/step (median)", "bare s/step (median)", "ratio (median)",
+                              "ratio (mean)", "max loss difference (abs.)"), rows))
+
+
+def throughput_section(throughput: dict) -> str:
+    rows = [(r["task"], r["type"], r["lang"], r["examples"], f"{r['sorted_examples_per_second']:.1f}",
+             f"{r['naive_examples_per_second']:.1f}", ratio_against(r["speedup"], THROUGHPUT_TARGET, at_most=False),
+             f"{r['max_abs_logit_difference']:.1e}") for r in throughput["results"]]
+    return ("## Evaluation throughput\n\n"
+            "Length-sorted, dynamically padded batches (`components.evaluation.predict_logits`) vs a naive evaluator "
+            "(input order, padded to max length), same features and model, one language per task type "
+            f"(batch size {throughput['settings']['batch_size']}; `benchmarks/eval_throughput.py`).\n\n"
+            + markdown_table(("task", "type", "lang", "examples", "sorted examples/s", "naive examples/s",
+                              "speedup", "max logit difference (abs.)"), rows))
+
+
+def methods_section(overhead: dict) -> str:
+    memory_keys = [key for key in MEMORY_LABELS if key in overhead["results"][0]]
+    rows = [(row["method"], f"{row['median_step_s']:.3f}", f"{row['trainable_params']:,}",
+             f"{row['total_params']:,}", *(f"{row[key]:,.0f}" for key in memory_keys))
+            for row in overhead["results"] if row["loop"] == "xstilts"]
+    return ("## Full fine-tuning vs MAD-X\n\n"
+            "The xstilts loops of the overhead benchmark; peak memory is read when the last training step ends, in a "
+            "process of its own per method.\n\n"
+            + markdown_table(("method", "s/step (median)", "trainable params", "total params",
+                              *(MEMORY_LABELS[key] for key in memory_keys)), rows))
+
+
+def gpu_section(gpu: dict | None, source: Path) -> str:
+    if gpu is None:
+        return f"## GPU path\n\n{NOT_MEASURED} (no {source}).\n"
+    baseline = gpu["results"][0]
+    rows = [(r["setting"], f"{r['train_tokens_per_second']:,.0f}",
+             f"{r['train_tokens_per_second'] / baseline['train_tokens_per_second']:.2f}×",
+             f"{r['eval_examples_per_second']:,.0f}",
+             f"{r['eval_examples_per_second'] / baseline['eval_examples_per_second']:.2f}×",
+             f"{next(iter(r['select_accuracy'].values())):.1f}", f"{r['zero_shot_average']:.1f}")
+            for r in gpu["results"]]
+    return ("## GPU path\n\n"
+            f"Read from `{source}` (`benchmarks/gpu_path.py`), measured on {gpu['machine'].get('gpu', 'no GPU')} "
+            f"({describe_machine(gpu['machine'])}); ratios against {baseline['setting']}.\n\n"
+            + markdown_table(("setting", "train tokens/s", "vs " + baseline["setting"], "eval examples/s",
+                              "vs " + baseline["setting"], "English select accuracy", "zero-shot average"), rows))
+
+
+def analysis_section(scale: dict) -> str:
+    result = scale["result"]
+    return ("## Analysis time\n\n"
+            f"`analysis` on {result['runs']:,} synthetic `evaluate` runs ({result['tidy_rows']:,} values), built in "
+            "memory as `mlflow.search_runs` rows: the MLflow query, URIEL+ distances and report files are not "
+            f"timed; bootstrap with {result['n_resamples']:,} resamples (`benchmarks/analysis_scale.py`).\n\n"
+            + markdown_table(("runs", "runs -> tidy table (s)", "analyse (s)", "total (s)"),
+                             [(f"{result['runs']:,}", f"{result['tidy_table_s']:.1f}", f"{result['analyse_s']:.1f}",
+                               f"{result['total_s']:.1f}")]))
+
+
+def demo_section(demo: dict | None, source: Path) -> str:
+    wall, rerun = ((f"{demo['wall_s']:.0f} s", f"{demo['rerun_s']:.0f} s") if demo
+                   else (NOT_MEASURED, NOT_MEASURED))
+    where = f"measured on {describe_machine(demo['machine'])}" if demo else f"no {source} yet"
+    return ("## Demo grid\n\n"
+            f"The demo study (`configs/demo.yaml`) end to end, and rerun with every phase a cache hit; {where}.\n\n"
+            + markdown_table(("demo grid wall time", "cache-hit rerun time"), [(wall, rerun)]))
+
+
+def read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def benchmarks_markdown(command: str, date: str, quick: bool, overhead: dict, throughput: dict, scale: dict,
+                        gpu_source: Path, demo_source: Path) -> str:
+    warning = ("\n**Quick run (`--quick`): tiny step and example counts, a smoke test of the benchmarks; the numbers "
+               "below are not measurements.**\n" if quick else "")
+    return (f"# Benchmarks\n\nRewritten by `{command}` on {date}.\n{warning}\n"
+            f"Machine: {describe_machine(machine())}.\n\n"
+            + "\n".join((overhead_section(overhead), throughput_section(throughput), methods_section(overhead),
+                         gpu_section(read_json(gpu_source), gpu_source), analysis_section(scale),
+                         demo_section(read_json(demo_source), demo_source))))
+
+
+@click.command()
+@click.option("--quick", is_flag=True, help="Tiny runs: checks that every benchmark works, measures nothing.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("benchmarks/results/latest"),
+              show_default=True, help="Folder for the JSON results of the benchmarks run here.")
+@click.option("--gpu-results", type=click.Path(path_type=Path),
+              default=Path("benchmarks/results/h100-2026-11-27/gpu-path.json"), show_default=True)
+@click.option("--demo-results", type=click.Path(path_type=Path), default=Path("benchmarks/results/demo-grid.json"),
+              show_default=True)
+@click.option("--markdown", type=click.Path(path_type=Path), default=REPO_ROOT / "BENCHMARKS.md", show_default=True)
+def main(quick: bool, out_dir: Path, gpu_results: Path, demo_results: Path, markdown: Path) -> None:
+    sizes = QUICK_SIZES if quick else FULL_SIZES
+    overhead = run_overhead(out_dir, steps=sizes["overhead_steps"], warmup=sizes["overhead_warmup"])
+    throughput = run_eval_throughput(out_dir, examples_per_task=sizes["eval_examples"])
+    scale = run_analysis_scale(out_dir, n_runs=sizes["analysis_runs"])
+    command = " ".join(["python -m benchmarks.run_all", *sys.argv[1:]])
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    markdown.write_text(benchmarks_markdown(command, date, quick, overhead, throughput, scale, gpu_results,
+                                            demo_results), encoding="utf-8")
+    click.echo(f"wrote {markdown}")
+
+
+if __name__ == "__main__":
+    main()
