@@ -697,6 +697,30 @@ def training_stages(spec: TaskSpec, protocol: str, lang: str, root: Path | None 
     return [_earlier_stage(source, lang, root) for source in earlier] + [final]
 
 
+def english_training_gap(spec: TaskSpec, protocol: str, train_source: str = "", select_holdout: int = 0) -> str:
+    """What the registry lacks for `training_stages` to train `spec` on English ("" when nothing): an English split,
+    in local files or on the Hub, for each stage's training and selection. Read from the registry alone, so that a
+    study grid refuses such a target before any step runs; `train_source` and `select_holdout` are the stand-ins.
+    """
+    if resolve_protocol(spec, protocol) == "dev-split":
+        return "" if spec.dev_split and _declared(spec, "dev") else f"{spec.name} has no English dev pool to split"
+    *earlier, last = _training_sources(spec, train_source)
+    for source in earlier:  # as `_earlier_stage`: a split of the dev pool, or the train split and dev selection
+        if not (_declared(source, "dev") and (source.dev_split or _declared(source, "train"))):
+            return f"its training source {source.name} has no English train and dev data"
+    if not _declared(last, "train"):
+        return f"{last.name} has no English train split (a stand-in: train_source_override: <a task of its type>)"
+    if not select_holdout and not _declared(spec, "dev"):
+        return (f"{spec.name} has no English dev split to select on (a stand-in: select_holdout: N, the last N "
+                "training items)")
+    return ""
+
+
+def _declared(spec: TaskSpec, split: str) -> bool:
+    """Whether the registry names labeled English data of `split`: XTREME-layout files or a Hub split."""
+    return (bool(spec.files.get(split)) and split not in spec.withheld_label_splits) or _on_hub(spec, split)
+
+
 def _training_sources(spec: TaskSpec, train_source: str) -> list[TaskSpec]:
     if not train_source:
         return [get_task(name) for name in spec.train_sources] if spec.train_sources else [spec]

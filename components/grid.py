@@ -8,15 +8,19 @@ which the runner replaces with their run ids. Pure: nothing here runs or tracks 
 
 import hashlib
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from components.data import english_training_gap
 from components.errors import XstiltsInputError
-from components.methods import METHODS, NO_UPSTREAM, Method
+from components.methods import METHODS, NO_UPSTREAM, Method, unsupported_reason
+from components.models import check_model
 from components.tasks import TaskType, get_task
 
+DEFAULT_MODEL = "multilingual-e5-small"
 NO_INTERMEDIATE = "none"
 SOURCE_LANG = "en"  # target tasks train on English: the zero-shot setting
 CONFIG_KEYS = {"study", "model", "seeds", "methods", "intermediate", "targets", "lang_adapter", "lang_adapter_langs",
@@ -116,7 +120,53 @@ def read_config(path: Path, declared: dict[str, set[str]]) -> dict:
         _check_phase_params(path, "evaluate", _mapping(path, "evaluate", target.get("evaluate") or {}), declared)
     _check_phase_params(path, "lang_adapter", _mapping(path, "lang_adapter", config.get("lang_adapter") or {}),
                         declared)
+    _check_registry_values(path, config)
     return config
+
+
+@contextmanager
+def _naming(path: Path, setting: str):
+    """A registry's refusal (unknown model, language, ...) as one error naming the config file and the setting."""
+    try:
+        yield
+    except XstiltsInputError as error:
+        raise XstiltsInputError(f"{path}: {setting}: {error}") from None
+
+
+def _check_registry_values(path: Path, config: dict) -> None:
+    """The model, languages and target tasks' English training data that the registries know of."""
+    with _naming(path, "model"):
+        check_model(_model(config))
+    for arm in config.get("intermediate") or [NO_INTERMEDIATE]:
+        if arm != NO_INTERMEDIATE:
+            with _naming(path, f"intermediate {arm['task']} source_lang"):
+                for task in _listed(str(arm["task"])):
+                    get_task(task).check_lang(arm.get("source_lang", SOURCE_LANG), training=True)
+    for target in config["targets"]:
+        spec = get_task(target["task"])
+        with _naming(path, f"target {spec.name} evaluate langs"):
+            for lang in _listed(str((target.get("evaluate") or {}).get("langs", ""))):
+                spec.check_lang(lang)
+        if not _is_retrieval(target):
+            with _naming(path, f"target {spec.name}"):
+                gap = english_training_gap(spec, str(target.get("protocol", "auto")),
+                                           str(target.get("train_source_override", "")),
+                                           int(target.get("select_holdout", 0)))
+                if gap:
+                    raise XstiltsInputError(f"cannot train it: {gap}")
+    target_langs = {lang for target in config["targets"] for lang in get_task(target["task"]).langs}
+    for lang in config.get("lang_adapter_langs") or []:
+        if lang not in target_langs:
+            raise XstiltsInputError(f"{path}: lang_adapter_langs: unknown language {lang!r}: no target task has it")
+
+
+def _model(config: dict) -> str:
+    return str(config.get("model", DEFAULT_MODEL))
+
+
+def _listed(text: str) -> list[str]:
+    """The items of a comma-separated parameter value."""
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def _mapping(path: Path, where: str, value) -> dict:
@@ -130,12 +180,9 @@ def _check_phase_params(path: Path, entry: str, params: dict, declared: dict[str
     if unknown:
         raise XstiltsInputError(f"{path}: unknown parameter(s) {', '.join(unknown)} for {entry}; expected some of: "
                                 f"{', '.join(sorted(declared[entry]))}")
-    for task in str(params.get("task", "")).split(","):
-        if task.strip():
-            try:
-                get_task(task.strip())
-            except XstiltsInputError as error:
-                raise XstiltsInputError(f"{path}: {entry}: {error}") from None
+    with _naming(path, entry):
+        for task in _listed(str(params.get("task", ""))):
+            get_task(task)
 
 
 class _Builder:
@@ -154,7 +201,7 @@ class _Builder:
 def expand(config: dict) -> Grid:
     """Every cell's steps, shared steps once, in dependency order; cells a method cannot run are listed as skipped."""
     builder, skipped = _Builder(), []
-    model = str(config.get("model", "multilingual-e5-small"))
+    model = _model(config)
     arms = config.get("intermediate") or [NO_INTERMEDIATE]
     for seed in config["seeds"]:
         for arm in arms:
@@ -182,6 +229,9 @@ def _is_retrieval(target: dict) -> bool:
 def _cell_problem(method: Method, arm, target: dict) -> str:
     if _is_retrieval(target):
         return "" if method.name == "full" else "retrieval tasks are scored from the encoder, without a method"
+    unsupported = unsupported_reason(method, get_task(target["task"]))
+    if unsupported:
+        return unsupported
     if arm == NO_INTERMEDIATE and NO_UPSTREAM not in method.upstream:
         return f"{method.name} starts from an intermediate run"
     if arm != NO_INTERMEDIATE and not [name for name in method.upstream if name]:
@@ -228,8 +278,7 @@ def _adapter_langs(config: dict, target: dict) -> list[str]:
     evaluated language."""
     if config.get("lang_adapter_langs"):
         return list(config["lang_adapter_langs"])
-    evaluated = str((target.get("evaluate") or {}).get("langs", ""))
-    return [lang.strip() for lang in evaluated.split(",") if lang.strip()] or list(get_task(target["task"]).langs)
+    return _listed(str((target.get("evaluate") or {}).get("langs", ""))) or list(get_task(target["task"]).langs)
 
 
 def _lang_adapter(builder: _Builder, config: dict, model: str, lang: str, encoder: StepRef | None) -> StepRef:

@@ -87,17 +87,22 @@ def resolve_model(name_or_path: str, cache_root: Path | None = None) -> Resolved
     Raises:
         XstiltsInputError: neither a registered name nor a model folder, or a local build failed.
     """
+    check_model(name_or_path)
     spec = MODELS.get(name_or_path)
     if spec is not None:
         location = spec.hub_id or str(_LOCAL_BUILDS[spec.name](cache_root))
         return ResolvedModel(spec.name, location, spec)
     folder = Path(name_or_path).expanduser()
-    if (folder / "config.json").is_file():
-        return ResolvedModel(str(folder), str(folder), ModelSpec(str(folder), None, description="local model folder"))
-    raise XstiltsInputError(
-        f"unknown model {name_or_path!r}: expected a registered name ({', '.join(MODELS)}) "
-        "or a local model folder containing config.json"
-    )
+    return ResolvedModel(str(folder), str(folder), ModelSpec(str(folder), None, description="local model folder"))
+
+
+def check_model(name_or_path: str) -> None:
+    """Raises unless `name_or_path` is a registered name or a local model folder; builds and loads nothing."""
+    if name_or_path not in MODELS and not (Path(name_or_path).expanduser() / "config.json").is_file():
+        raise XstiltsInputError(
+            f"unknown model {name_or_path!r}: expected a registered name ({', '.join(MODELS)}) "
+            "or a local model folder containing config.json"
+        )
 
 
 def load_tokenizer(resolved: ResolvedModel, **kwargs: Any) -> PreTrainedTokenizerBase:

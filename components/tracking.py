@@ -10,11 +10,13 @@ and `corpus/composition.json`.
 import functools
 import os
 import resource
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import mlflow
+import requests
 import torch
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
@@ -35,6 +37,34 @@ MULTITASK = "multitask"  # the task slot of metric keys that describe a multi-ta
 def default_tracking_uri() -> str:
     """`MLFLOW_TRACKING_URI` when set (a server), else the project's local SQLite store."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+
+
+# A tracking server that is down fails a command after these tries (within 20 s), where MLflow's client would retry
+# each request for minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES: 7, with exponential backoff) before the first error.
+SERVER_TRIES, SERVER_WAIT_S, SERVER_TIMEOUT_S = 3, 2.0, 5.0
+
+
+def connect() -> str:
+    """Points MLflow at the tracking store and, for a server, checks that it answers; returns the URI."""
+    uri = default_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    return uri
+
+
+def _check_server(uri: str) -> None:
+    for attempt in range(1, SERVER_TRIES + 1):
+        try:
+            requests.get(f"{uri.rstrip('/')}/health", timeout=SERVER_TIMEOUT_S).raise_for_status()
+            return
+        except requests.RequestException as error:
+            if attempt == SERVER_TRIES:
+                raise XstiltsInputError(
+                    f"the tracking server {uri} (MLFLOW_TRACKING_URI) does not answer after {SERVER_TRIES} tries "
+                    f"({type(error).__name__}): start it (scripts/tracking_server.sh start) or point "
+                    "MLFLOW_TRACKING_URI at a running one") from None
+            time.sleep(SERVER_WAIT_S)
 
 
 def is_main_process() -> bool:
@@ -68,7 +98,7 @@ def phase_run(phase: str, params: dict, tags: dict | None = None, parent_run_id:
         parent_run_id: nest the run under this run (a tuning trial under its study run), which need not be this
             process's active run: a worker that joined a study runs its trials under the study's run.
     """
-    mlflow.set_tracking_uri(default_tracking_uri())
+    connect()
     if not is_main_process():
         yield ""
         return
@@ -120,11 +150,11 @@ def log_text(text: str, artifact_file: str) -> None:
 
 def finished_run(run_id: str, *expected_phases: str):
     """The FINISHED run `run_id` of one of `expected_phases`, or one clear error saying what is wrong with it."""
-    mlflow.set_tracking_uri(default_tracking_uri())
+    uri = connect()
     try:
         run = MlflowClient().get_run(run_id)
     except Exception:
-        raise XstiltsInputError(f"run {run_id!r} does not exist in the tracking store {default_tracking_uri()}") from None
+        raise XstiltsInputError(f"run {run_id!r} does not exist in the tracking store {uri}") from None
     phase = run.data.tags.get(f"{TAG_PREFIX}phase")
     if phase not in expected_phases:
         expected = " or ".join(repr(expected_phase) for expected_phase in expected_phases)
@@ -269,7 +299,7 @@ def terminate_run(run_id: str, status: str) -> None:
 def running_run_ids(tags: dict) -> list[str]:
     """The RUNNING runs, in any experiment, whose `xlt.` tags have the given values."""
     conditions = [f"tags.`{TAG_PREFIX}{key}` = '{value}'" for key, value in tags.items()]
-    mlflow.set_tracking_uri(default_tracking_uri())
+    connect()
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
                               filter_string=" and ".join([*conditions, "attributes.status = 'RUNNING'"]))
     return [run.info.run_id for run in runs]

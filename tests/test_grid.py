@@ -1,9 +1,11 @@
 """The study grid: config checks, expansion with shared steps, and get-or-run over a real tracking store."""
 
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import mlflow
@@ -14,13 +16,15 @@ from mlflow.tracking import MlflowClient
 from components import tracking
 from components.errors import XstiltsInputError
 from components.grid import cache_key, expand, read_config
+from components.methods import METHODS, unsupported_reason
+from components.tasks import get_task
 from components.settings import PROJECT_ROOT
 from pipelines import main
 
 DECLARED = {entry: main.entry_point_parameters(entry) for entry in main.STEP_ENTRIES}
 
 STUDY = """
-model: tiny
+model: multilingual-e5-small
 seeds: [1, 2]
 methods: [full, madx, adapter_stilts]
 intermediate:
@@ -92,11 +96,34 @@ def test_cache_key_ignores_param_order_and_number_spelling_but_not_code():
     ("seeds: [1]\nmethods: [full]\ntargets: [{task: xnli}]\nbudget: 3\n", "unknown key\\(s\\) budget"),
     ("seeds: [1]\nmethods: [full]\ntargets: [xnli]\n", "each entry of `targets:` must be a mapping"),
     ("seeds: [1]\nmethods: [full]\ntargets: [{task: xnli}\n", "not valid YAML"),
+    ("model: xlmr-tiny\nseeds: [1]\nmethods: [full]\ntargets: [{task: xnli}]\n", "model: unknown model 'xlmr-tiny'"),
+    ("seeds: [1]\nmethods: [full]\ntargets: [{task: xnli, evaluate: {langs: 'en,xx'}}]\n",
+     "target xnli evaluate langs: unknown language 'xx' for task 'xnli'"),
+    ("seeds: [1]\nmethods: [full]\nintermediate: [{task: anli, source_lang: de}]\ntargets: [{task: xnli}]\n",
+     "intermediate anli source_lang: unknown language 'de' for task 'anli'"),
+    ("seeds: [1]\nmethods: [madx]\ntargets: [{task: xnli}]\nlang_adapter_langs: [en, qu]\n",
+     "lang_adapter_langs: unknown language 'qu'"),
+    ("seeds: [1]\nmethods: [full]\ntargets: [{task: xquad}]\n",
+     "target xquad: cannot train it: xquad has no English dev split to select on \\(a stand-in: select_holdout"),
+    ("seeds: [1]\nmethods: [full]\ntargets: [{task: xquad, train_source_override: xnli, select_holdout: 300}]\n",
+     "target xquad: --train-source xnli is a pair_classification task"),
 ])
 def test_bad_configs_name_the_file_and_the_problem(tmp_path, text, message):
     path = write(tmp_path, text)
     with pytest.raises(XstiltsInputError, match=f"{path}: .*{message}"):
         read_config(path, DECLARED)
+
+
+def test_a_declared_stand_in_makes_a_target_trainable(tmp_path):
+    text = "seeds: [1]\nmethods: [full]\ntargets: [{task: xquad, train_source_override: tydiqa, select_holdout: 300}]\n"
+    assert [step.entry for step in expand(read_config(write(tmp_path, text), DECLARED)).steps] == ["target", "evaluate"]
+
+
+def test_methods_skip_the_tasks_they_cannot_train(tmp_path):
+    text = "seeds: [1]\nmethods: [full, madx]\ntargets: [{task: lareqa, select_holdout: 256}]\n"
+    grid = expand(read_config(write(tmp_path, text), DECLARED))
+    assert grid.skipped == ["none -> lareqa x madx: " + unsupported_reason(METHODS["madx"], get_task("lareqa"))]
+    assert [step.params["method"] for step in grid.steps if step.entry == "target"] == ["full"]
 
 
 def test_a_config_without_runnable_cells(tmp_path):
@@ -192,6 +219,39 @@ def test_a_failed_step_blocks_its_cell_and_fails_the_study(tracking_store, tmp_p
     assert "rerun the same command to resume" in result.output
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert "RUNNING" not in {run.info.status for run in runs}
+
+
+def error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("xstilts: error:")]
+
+
+@pytest.mark.parametrize("text, value", [
+    ("seeds: [1]\nmethods: [fine]\ntargets: [{task: xnli}]\n", "'fine'"),
+    ("seeds: [1]\nmethods: [full]\ntargets: [{task: xnlii}]\n", "'xnlii'"),
+    ("seeds: [1]\nmethods: [full]\ntargets: [{task: xnli, evaluate: {langs: xx}}]\n", "'xx'"),
+    ("model: xlmr-tiny\nseeds: [1]\nmethods: [full]\ntargets: [{task: xnli}]\n", "'xlmr-tiny'"),
+    ("seeds: [1]\nmethods: [full]\ntargets: [{task: lareqa}]\n", "select_holdout"),
+])
+def test_a_bad_config_is_one_error_line_and_leaves_no_run(tracking_store, tmp_path, text, value):
+    path = write(tmp_path, text)
+    result = run_main(path)
+    assert result.exit_code == 2
+    [line] = error_lines(result.output)
+    assert str(path) in line and value in line
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+
+
+def test_a_tracking_server_that_is_down_is_named_after_a_bounded_retry(tmp_path, monkeypatch):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    started = time.monotonic()
+    result = run_main(write(tmp_path, SMALL))
+    assert time.monotonic() - started < 30
+    assert result.exit_code == 2
+    [line] = error_lines(result.output)
+    assert f"the tracking server {uri} (MLFLOW_TRACKING_URI) does not answer after 3 tries" in line
 
 
 def test_workers_need_a_tracking_server(tracking_store, tmp_path):
