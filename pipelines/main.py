@@ -3,10 +3,11 @@
 Reads: `--config` (YAML, see configs/ and README: Study grids). Each step is an MLproject entry point launched with the
 local env manager; a step whose entry point, parameters (upstream run ids included) and code match a FINISHED run of
 the experiment is not run again (get-or-run, found by a tracking-server query on the `xlt.cache_key` tag). Steps left
-RUNNING by a killed study are marked FAILED and redone. Writes: `grid.json` (every step: status, run id, seconds) and
+RUNNING by a killed study are marked FAILED and redone, and so is the killed study's own run (same config). Writes: `grid.json` (every step: status, run id, seconds) and
 the counts `grid/{done,cached,failed,blocked,remaining}` as metrics of the parent run.
 """
 
+import hashlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -131,8 +132,13 @@ def main(config_path: str, workers: int, force: str) -> None:
     for reason in grid.skipped:
         click.echo(f"skipped cell {reason}")
     version = code_version(PROJECT_ROOT)
+    study = {"study_key": hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]}
+    for killed_run_id in tracking.running_run_ids({"phase": "main", **study}):
+        # One process drives a study (its --workers are threads), so a RUNNING run of the same study was killed.
+        tracking.terminate_run(killed_run_id, "FAILED")
+        click.echo(f"study run {killed_run_id} of this config was left RUNNING by a killed study: marked FAILED")
     with tracking.phase_run("main", {"config": path.name, "code_version": version, "workers": workers,
-                                     "force": force, "n_steps": len(grid.steps)}) as parent_run_id:
+                                     "force": force, "n_steps": len(grid.steps)}, tags=study) as parent_run_id:
         tracking.log_text(path.read_text(encoding="utf-8"), "config.yaml")
         experiment_id = mlflow.get_run(parent_run_id).info.experiment_id
         grid_run = GridRun(grid, version, forced, parent_run_id, experiment_id)
