@@ -130,12 +130,12 @@ def _single_stage(spec: TaskSpec, protocol: str, train_lang: str) -> TrainingDat
 
 
 def _encoded(spec: TaskSpec, handler: TaskHandler, stage: TrainingData, tokenizer, config: TrainConfig) -> MixedTask:
-    train = config.train_subset(stage.train)
+    train, select = config.train_subset(stage.train), config.select_subset(stage.select)
 
     def encode(examples: Sequence[Example]) -> list[dict]:
         return handler.encode(examples, tokenizer, config.max_length, spec.labels)
 
-    return MixedTask(spec, handler, len(train), encode(train), stage.select, encode(stage.select), stage.params)
+    return MixedTask(spec, handler, len(train), encode(train), select, encode(select), stage.params)
 
 
 class TaskBatchSampler(Sampler[list[int]]):

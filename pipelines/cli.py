@@ -52,6 +52,8 @@ TRAIN_OPTIONS = (
     click.option("--max-length", type=int, default=_DEFAULTS.max_length, show_default=True),
     click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True),
     click.option("--max-train-examples", type=int, default=0, show_default=True, help="Cap on training examples; 0 = all."),
+    click.option("--max-select-examples", type=int, default=0, show_default=True,
+                 help="Cap on English selection examples (the first N); 0 = all."),
     click.option("--early-stopping-patience", type=int, default=0, show_default=True),
     click.option("--warmup-ratio", type=float, default=_DEFAULTS.warmup_ratio, show_default=True,
                  help="Share of the training steps over which the learning rate warms up."),

@@ -40,7 +40,7 @@ from tuning.trial import run_trial
 
 # `target` options that define a study's cell (task, init, model, method), its data or its replicate: never sampled.
 FIXED_PER_STUDY = ("task", "init_run_id", "model_name", "method_name", "protocol", "seed", "max_train_examples",
-                   "train_source", "select_holdout")
+                   "max_select_examples", "train_source", "select_holdout")
 DEFAULT_SPACES = {False: PROJECT_ROOT / "configs" / "tune" / "full.yaml",
                   True: PROJECT_ROOT / "configs" / "tune" / "adapters.yaml"}
 

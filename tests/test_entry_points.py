@@ -9,10 +9,13 @@ import pytest
 import seqeval.metrics
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
+from transformers import AutoTokenizer
 
 import components.data
+import components.training
 from components.errors import XstiltsInputError
 from components.settings import DATA_ROOT_ENV, data_root
+from components.tasks import get_task
 from components.training import check_selection_language
 from pipelines import evaluate, intermediate, target
 
@@ -214,3 +217,23 @@ def test_xcopa_target_runs_socialiqa_then_copa(tracking_store, tiny_model_dir):
     assert (run.data.params["stage1_task"], run.data.params["stage2_task"]) == ("siqa", "xcopa")
     assert run.data.params["stage2_train_source"] == "copa"
     assert {"select/siqa/en/accuracy", "select/xcopa/en/accuracy"} <= set(run.data.metrics)
+
+
+def test_max_select_examples_scores_the_first_english_selection_items(tracking_store, tiny_model_dir, monkeypatch):
+    scored = []
+    real_evaluate = components.training.OrderedEvaluationTrainer.evaluate
+
+    def spy(self, *args, **kwargs):
+        scored.append([feature["input_ids"] for feature in self.eval_dataset])
+        return real_evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(components.training.OrderedEvaluationTrainer, "evaluate", spy)
+    code, out = invoke(target.main, ["--task", "panx", "--model", str(tiny_model_dir), *FAST,
+                                     "--max-select-examples", "7"])
+    assert code == 0, out
+    english_dev = components.data.load_split(get_task("panx"), "dev", "en")[:7]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    # PAN-X items are one feature each: the first token after <s> is the first word's first piece.
+    first_pieces = [tokenizer(item["tokens"][0], add_special_tokens=False)["input_ids"][0] for item in english_dev]
+    assert scored and all([ids[1] for ids in features] == first_pieces for features in scored)
+    assert MlflowClient().get_run(run_id_of(out, "target")).data.params["max_select_examples"] == "7"
