@@ -65,6 +65,14 @@ class Settings:
     low_resource_langs: tuple[str, ...]
     n_resamples: int = 10_000
     bootstrap_seed: int = 0
+    # A study evaluated on some languages only (the demo): averages and completeness over each task's languages among
+    # these. Empty = every language of the registry (the benchmarks' definitions).
+    langs: tuple[str, ...] = ()
+
+    def langs_by_task(self) -> dict[str, tuple[str, ...]]:
+        if not self.langs:
+            return REGISTRY_LANGS
+        return {task: tuple(lang for lang in langs if lang in self.langs) for task, langs in REGISTRY_LANGS.items()}
 
 
 @dataclass(frozen=True)
@@ -106,8 +114,8 @@ def analyse(tidy: pd.DataFrame, distances: pd.DataFrame, settings: Settings) -> 
     scores = score_table(values)
     per_language = over_seeds(values, [*CELL, "lang", "eval_split"], ["value"])
     task_splits = split_labels(per_language, list(CELL))
-    coverage = cell_coverage(scores, REGISTRY_LANGS)
-    per_seed = task_average_per_seed(scores, coverage, REGISTRY_LANGS)
+    coverage = cell_coverage(scores, settings.langs_by_task())
+    per_seed = task_average_per_seed(scores, coverage, settings.langs_by_task())
     by_language = scores.rename(columns={"value": "gain"})
     by_task = per_seed.rename(columns={"avg": "gain", "avg_no_en": "gain_no_en"})
     language_gains = with_distance(compare(by_language, ["gain"], INTERMEDIATE_GAIN, settings), distances)

@@ -99,8 +99,17 @@ def low_resource_langs(listed: str, config: Path = DEFAULT_LOW_RESOURCE_CONFIG) 
         except (OSError, yaml.YAMLError, TypeError, KeyError) as error:
             raise XstiltsInputError(f"{config}: expected a YAML file with a `low_resource_langs:` list ({error})") \
                 from None
+    return checked_langs(langs, "low-resource language(s)")
+
+
+def language_scope(listed: str) -> tuple[str, ...]:
+    """The languages `--langs` restricts the averages to (comma-separated); empty = no restriction."""
+    return checked_langs([lang.strip() for lang in listed.split(",") if lang.strip()], "language(s) in --langs")
+
+
+def checked_langs(langs: list[str], what: str) -> tuple[str, ...]:
     unknown = sorted(set(langs) - ALL_LANGS)
     if unknown:
-        raise XstiltsInputError(f"unknown low-resource language(s) {', '.join(unknown)}; expected codes of the "
-                                f"registry's languages: {', '.join(sorted(ALL_LANGS))}")
+        raise XstiltsInputError(f"unknown {what} {', '.join(unknown)}; expected codes of the registry's languages: "
+                                f"{', '.join(sorted(ALL_LANGS))}")
     return tuple(langs)

@@ -26,15 +26,19 @@ ARTIFACT_PATH = "analysis"
               help="Folder for the report; emptied first if an earlier analysis wrote it.")
 @click.option("--low-resource-langs", default="",
               help="Comma-separated languages; empty = configs/low_resource_languages.yaml.")
+@click.option("--langs", default="",
+              help="Comma-separated languages: average each task over its languages among these, for a study that "
+                   "evaluated a subset (the demo); empty = every language of the benchmark.")
 @click.option("--distance", default=typology.DEFAULT_DISTANCE, show_default=True,
               help=f"URIEL+ distance kind: {', '.join(typology.DISTANCE_KINDS)}.")
 @click.option("--n-bootstrap", type=click.IntRange(min=100), default=10_000, show_default=True,
               help="Bootstrap resamples of the seeds for each 95% interval.")
 @click.option("--bootstrap-seed", type=int, default=0, show_default=True)
 @entry_point
-def main(experiment: str, parent_run_id: str, tags: str, output_dir: str, low_resource_langs: str, distance: str,
-         n_bootstrap: int, bootstrap_seed: int) -> None:
-    settings = aggregate.Settings(benchmark.low_resource_langs(low_resource_langs), n_bootstrap, bootstrap_seed)
+def main(experiment: str, parent_run_id: str, tags: str, output_dir: str, low_resource_langs: str, langs: str,
+         distance: str, n_bootstrap: int, bootstrap_seed: int) -> None:
+    settings = aggregate.Settings(benchmark.low_resource_langs(low_resource_langs), n_bootstrap, bootstrap_seed,
+                                  benchmark.language_scope(langs))
     selection = collect.RunSelection(experiment, collect.check_run_id(parent_run_id), collect.parse_tags(tags))
     typology.check_kind(distance)
     folder = Path(output_dir)
@@ -43,7 +47,7 @@ def main(experiment: str, parent_run_id: str, tags: str, output_dir: str, low_re
     distances = typology.distances(aggregate.source_target_pairs(collected.tidy), distance)
     analysis = aggregate.analyse(collected.tidy, distances, settings)
     params = {"experiment": experiment, "parent_run_id": parent_run_id, "tags": tags, "distance": distance,
-              "low_resource_langs": ",".join(settings.low_resource_langs), "n_bootstrap": n_bootstrap,
+              "low_resource_langs": ",".join(settings.low_resource_langs), "langs": langs, "n_bootstrap": n_bootstrap,
               "bootstrap_seed": bootstrap_seed, "n_finished_runs": collected.status_counts["FINISHED"],
               "n_ignored_runs": sum(collected.ignored_runs.values())}
     with tracking.phase_run("analysis", params) as run_id:

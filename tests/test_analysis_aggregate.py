@@ -292,3 +292,17 @@ def test_seeds_scored_on_different_splits_label_the_language_with_both():
     analysis = analyse(table, NO_DISTANCES, SETTINGS)
     assert row(analysis.per_language, lang="sw")["eval_split"] == "dev+test"
     assert row(analysis.task_averages, target_task="xnli")["eval_split"] == "mixed: test, dev+test in sw"
+
+
+def test_a_language_scope_averages_a_subset_study_over_its_languages():
+    """The demo evaluates en/de/sw (XNLI) and en/de/ja (PAN-X): with that scope both cells are complete; without it
+    they lack languages and enter no average."""
+    table = tidy(values("xnli", {"en": 80, "de": 70, "sw": 40}), values("panx", {"en": 90, "de": 60, "ja": 9}))
+    scoped = Settings(low_resource_langs=("sw",), langs=("en", "de", "sw", "ja", "yo"))
+    averages = analyse(table, NO_DISTANCES, scoped).task_averages
+    xnli, panx = row(averages, target_task="xnli"), row(averages, target_task="panx")
+    assert (xnli["avg"], xnli["avg_no_en"], xnli["n_langs"]) == (pytest.approx(190 / 3), pytest.approx(55.0), 3)
+    # PAN-X has yo too: the cell misses it under this scope.
+    assert math.isnan(panx["avg"]) and "yo" in row(analyse(table, NO_DISTANCES, scoped).coverage,
+                                                   target_task="panx")["missing_langs"]
+    assert analyse(table, NO_DISTANCES, SETTINGS).task_averages["avg"].isna().all()
