@@ -11,6 +11,7 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizerFast
 
+import components.data
 from components.settings import data_root
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
@@ -56,3 +57,17 @@ def tracking_store(tmp_path, monkeypatch):
     yield uri
     while mlflow.active_run():
         mlflow.end_run()
+
+
+@pytest.fixture
+def loaded_splits(monkeypatch):
+    """Every (task, split, language) the data layer loads during the test, in order."""
+    loads = []
+    real_load_split = components.data.load_split
+
+    def spy(spec, split, lang, root=None):
+        loads.append((spec.name, split, lang))
+        return real_load_split(spec, split, lang, root)
+
+    monkeypatch.setattr(components.data, "load_split", spy)
+    return loads

@@ -114,15 +114,8 @@ def test_pawsx_trains_on_its_dev_split_and_scores_every_language(tracking_store,
     assert {run.data.params[f"eval_split/pawsx/{lang}"] for lang in langs} == {"dev"}
 
 
-def test_target_selection_reads_english_dev_only(tracking_store, tiny_model_dir, monkeypatch):
-    loads = []
-    real_load_split = components.data.load_split
-
-    def spy(spec, split, lang, root=None):
-        loads.append((spec.name, split, lang))
-        return real_load_split(spec, split, lang, root)
-
-    monkeypatch.setattr(components.data, "load_split", spy)
+def test_target_selection_reads_english_dev_only(tracking_store, tiny_model_dir, loaded_splits):
+    loads = loaded_splits
     code, out = invoke(target.main, ["--task", "xnli", "--model", str(tiny_model_dir), *FAST])
     assert code == 0, out
     assert loads and {lang for _, _, lang in loads} == {"en"}

@@ -20,7 +20,6 @@ import yaml
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
-import components.data
 import pipelines.cli
 import tuning.storage
 import tuning.study
@@ -100,15 +99,8 @@ def test_pruned_trials_end_killed_and_failed_trials_failed(tracking_store, tiny_
     assert [trial.state.name for trial in study.trials] == ["FAIL", "WAITING"]
 
 
-def test_the_objective_reads_english_dev_only(tracking_store, tiny_model_dir, tmp_path, monkeypatch):
-    loads = []
-    real_load_split = components.data.load_split
-
-    def spy(spec, split, lang, root=None):
-        loads.append((spec.name, split, lang))
-        return real_load_split(spec, split, lang, root)
-
-    monkeypatch.setattr(components.data, "load_split", spy)
+def test_the_objective_reads_english_dev_only(tracking_store, tiny_model_dir, tmp_path, loaded_splits):
+    loads = loaded_splits
     # XNLI's dev-split protocol cuts one dev pool that exists in 15 languages; UD-POS trains on its English train split.
     for task, protocol in (("xnli", "dev-split"), ("udpos", "standard")):
         args = tune_args(tiny_model_dir, tmp_path, "--n-trials", "1", "--study-name", task)
