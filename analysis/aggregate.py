@@ -114,8 +114,9 @@ def analyse(tidy: pd.DataFrame, distances: pd.DataFrame, settings: Settings) -> 
     scores = score_table(values)
     per_language = over_seeds(values, [*CELL, "lang", "eval_split"], ["value"])
     task_splits = split_labels(per_language, list(CELL))
-    coverage = cell_coverage(scores, settings.langs_by_task())
-    per_seed = task_average_per_seed(scores, coverage, settings.langs_by_task())
+    scope = settings.langs_by_task()
+    coverage = cell_coverage(scores, scope)
+    per_seed = task_average_per_seed(scores, coverage, scope)
     by_language = scores.rename(columns={"value": "gain"})
     by_task = per_seed.rename(columns={"avg": "gain", "avg_no_en": "gain_no_en"})
     language_gains = with_distance(compare(by_language, ["gain"], INTERMEDIATE_GAIN, settings), distances)
@@ -130,7 +131,7 @@ def analyse(tidy: pd.DataFrame, distances: pd.DataFrame, settings: Settings) -> 
         task_averages=task_averages(per_seed, coverage, task_splits),
         benchmark_scores=pd.concat([benchmark_scores(scores, benchmark) for benchmark in BENCHMARKS],
                                    ignore_index=True),
-        low_resource=low_resource_averages(scores, coverage, settings.low_resource_langs),
+        low_resource=low_resource_averages(scores, coverage, settings.low_resource_langs, scope),
         language_gains=language_gains,
         task_gains=compare(by_task, ["gain", "gain_no_en"], INTERMEDIATE_GAIN, settings),
         language_method_differences=compare(by_language, ["gain"], METHOD_DIFFERENCE, settings),
@@ -316,11 +317,11 @@ def _group_scores(by_seed: pd.DataFrame, configs: pd.MultiIndex) -> pd.DataFrame
     return table.fillna({"note": f"not computed: no run or no complete cell for {', '.join(by_seed.columns)}"})
 
 
-def low_resource_averages(scores: pd.DataFrame, coverage: pd.DataFrame,
-                          low_resource_langs: tuple[str, ...]) -> pd.DataFrame:
-    """Per cell of a task with low-resource languages: their average over seeds, or the coverage note."""
-    langs_by_task = {task: tuple(lang for lang in langs if lang in low_resource_langs)
-                     for task, langs in REGISTRY_LANGS.items()}
+def low_resource_averages(scores: pd.DataFrame, coverage: pd.DataFrame, low_resource_langs: tuple[str, ...],
+                          scope: dict[str, tuple[str, ...]]) -> pd.DataFrame:
+    """Per cell of a task with low-resource languages in `scope` (a task's languages): their average over seeds, or
+    the coverage note."""
+    langs_by_task = {task: tuple(lang for lang in langs if lang in low_resource_langs) for task, langs in scope.items()}
     langs_by_task = {task: langs for task, langs in langs_by_task.items() if langs}
     summary = over_seeds(task_average_per_seed(scores, coverage, langs_by_task), list(CELL), ["avg"])
     cells = coverage.loc[coverage["target_task"].isin(langs_by_task), [*CELL, "note"]]

@@ -298,7 +298,7 @@ def test_a_language_scope_averages_a_subset_study_over_its_languages():
     """The demo evaluates en/de/sw (XNLI) and en/de/ja (PAN-X): with that scope both cells are complete; without it
     they lack languages and enter no average."""
     table = tidy(values("xnli", {"en": 80, "de": 70, "sw": 40}), values("panx", {"en": 90, "de": 60, "ja": 9}))
-    scoped = Settings(low_resource_langs=("sw",), langs=("en", "de", "sw", "ja", "yo"))
+    scoped = Settings(low_resource_langs=("sw", "ur"), langs=("en", "de", "sw", "ja", "yo"))  # ur: out of scope
     averages = analyse(table, NO_DISTANCES, scoped).task_averages
     xnli, panx = row(averages, target_task="xnli"), row(averages, target_task="panx")
     assert (xnli["avg"], xnli["avg_no_en"], xnli["n_langs"]) == (pytest.approx(190 / 3), pytest.approx(55.0), 3)
@@ -306,3 +306,5 @@ def test_a_language_scope_averages_a_subset_study_over_its_languages():
     assert math.isnan(panx["avg"]) and "yo" in row(analyse(table, NO_DISTANCES, scoped).coverage,
                                                    target_task="panx")["missing_langs"]
     assert analyse(table, NO_DISTANCES, SETTINGS).task_averages["avg"].isna().all()
+    low = row(analyse(table, NO_DISTANCES, scoped).low_resource, target_task="xnli")
+    assert (low["low_resource_langs"], low["avg"]) == ("sw", pytest.approx(40.0))
