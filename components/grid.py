@@ -105,9 +105,7 @@ def read_config(path: Path, declared: dict[str, set[str]]) -> dict:
     for required in ("targets", "methods", "seeds"):
         if not isinstance(config.get(required), list) or not config[required]:
             raise XstiltsInputError(f"{path}: `{required}:` must be a non-empty list")
-    for method in config["methods"]:
-        if method not in METHODS:
-            raise XstiltsInputError(f"{path}: unknown method {method!r}; expected some of: {', '.join(METHODS)}")
+    _check_methods(path, "methods", config["methods"])
     for seed in config["seeds"]:
         if not isinstance(seed, int):
             raise XstiltsInputError(f"{path}: seeds must be integers, got {seed!r}")
@@ -116,12 +114,28 @@ def read_config(path: Path, declared: dict[str, set[str]]) -> dict:
             _check_phase_params(path, "intermediate", _mapping(path, "intermediate", arm), declared)
     for target in config["targets"]:
         target = _mapping(path, "targets", target)
-        _check_phase_params(path, "target", {k: v for k, v in target.items() if k != "evaluate"}, declared)
+        if "methods" in target:
+            _check_methods(path, f"target {target.get('task')} methods", target["methods"])
+        _check_phase_params(path, "target", _target_params(target), declared)
         _check_phase_params(path, "evaluate", _mapping(path, "evaluate", target.get("evaluate") or {}), declared)
     _check_phase_params(path, "lang_adapter", _mapping(path, "lang_adapter", config.get("lang_adapter") or {}),
                         declared)
     _check_registry_values(path, config)
     return config
+
+
+def _check_methods(path: Path, setting: str, methods) -> None:
+    if not isinstance(methods, list) or not methods:
+        raise XstiltsInputError(f"{path}: `{setting}:` must be a non-empty list of methods")
+    for method in methods:
+        if method not in METHODS:
+            raise XstiltsInputError(f"{path}: {setting}: unknown method {method!r}; expected some of: "
+                                    f"{', '.join(METHODS)}")
+
+
+def _target_params(target: dict) -> dict:
+    """A target entry's `target` phase params: without its `evaluate` params and its own `methods` list."""
+    return {key: value for key, value in target.items() if key not in ("evaluate", "methods")}
 
 
 @contextmanager
@@ -206,7 +220,7 @@ def expand(config: dict) -> Grid:
     for seed in config["seeds"]:
         for arm in arms:
             for target in config["targets"]:
-                for method_name in config["methods"]:
+                for method_name in target.get("methods", config["methods"]):
                     reason = _cell_problem(METHODS[method_name], arm, target)
                     if reason:
                         skipped.append(f"{_arm_label(arm)} -> {target['task']} x {method_name}: {reason}")
@@ -250,7 +264,7 @@ def _add_cell(builder: _Builder, config: dict, model: str, seed: int, arm, targe
                                                           None)
         intermediate = builder.add("intermediate", params, f"intermediate {arm_label} {upstream_method} seed {seed}")
     evaluate_params = dict(target.get("evaluate") or {})
-    target_params = {key: value for key, value in target.items() if key != "evaluate"}
+    target_params = _target_params(target)
     if _is_retrieval(target):
         encoder = {"encoder_run_id": intermediate} if intermediate else {"encoder_model": model}
         builder.add("evaluate", {"retrieval_task": target["task"], **encoder, **evaluate_params},

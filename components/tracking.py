@@ -19,7 +19,8 @@ import mlflow
 import requests
 import torch
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from mlflow.utils.mlflow_tags import (MLFLOW_PARENT_RUN_ID, MLFLOW_PROJECT_ENTRY_POINT, MLFLOW_SOURCE_NAME,
+                                      MLFLOW_SOURCE_TYPE)
 from transformers import TrainerCallback
 
 from components.errors import XstiltsInputError
@@ -182,12 +183,12 @@ def reusable_run(experiment_id: str, cache_key: str) -> str | None:
     return next((run.info.run_id for run in runs if run.info.status == "FINISHED"), None)
 
 
-def tag_step_run(run_id: str, cache_key: str, parent_run_id: str) -> None:
-    """Marks a launched step run with its cache key and nests it under the study run (launches from worker threads
-    have no active run for MLflow to take the parent from)."""
-    client = MlflowClient()
-    client.set_tag(run_id, CACHE_KEY_TAG, cache_key)
-    client.set_tag(run_id, MLFLOW_PARENT_RUN_ID, parent_run_id)
+def create_step_run(experiment_id: str, entry: str, cache_key: str, parent_run_id: str) -> str:
+    """A RUNNING run for one grid step, already carrying its cache key (so that a killed study's step is found on
+    resume) and nested under the study run (launches from worker threads have no active run to take it from)."""
+    tags = {CACHE_KEY_TAG: cache_key, MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_SOURCE_TYPE: "PROJECT",
+            MLFLOW_SOURCE_NAME: str(PROJECT_ROOT), MLFLOW_PROJECT_ENTRY_POINT: entry}
+    return MlflowClient().create_run(experiment_id, tags=tags).info.run_id
 
 
 @main_process_only

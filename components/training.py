@@ -202,7 +202,13 @@ def _training_arguments(spec: TaskSpec, config: TrainConfig, output_dir: Path) -
 
 
 def training_arguments(selection_metric: str, config: TrainConfig, output_dir: Path) -> TrainingArguments:
-    """The Trainer's arguments: checkpoints are kept by `selection_metric` on the selection set."""
+    """The Trainer's arguments: checkpoints are kept by `selection_metric` on the selection set.
+
+    A run with one selection evaluation in all (one epoch or less, evaluated once, no early stopping) selects the model
+    it ends with, so it writes no checkpoint to read back. Checkpoints hold the model only: a killed run is redone,
+    never resumed, so optimizer states would be written for nothing.
+    """
+    selects_between_checkpoints = config.epochs > 1 or config.evals_per_epoch > 1 or config.early_stopping_patience > 0
     return TrainingArguments(
         output_dir=str(output_dir),
         learning_rate=config.lr,
@@ -218,9 +224,10 @@ def training_arguments(selection_metric: str, config: TrainConfig, output_dir: P
         weight_decay=config.weight_decay,
         seed=config.seed,
         eval_strategy="epoch",
-        save_strategy="epoch",
+        save_strategy="epoch" if selects_between_checkpoints else "no",
         save_total_limit=1,
-        load_best_model_at_end=True,
+        save_only_model=True,
+        load_best_model_at_end=selects_between_checkpoints,
         metric_for_best_model=selection_metric,
         greater_is_better=True,
         group_by_length=True,

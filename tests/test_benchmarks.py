@@ -1,10 +1,12 @@
 """The benchmarks' own arithmetic and formatting, on hand-made inputs whose results are worked out here."""
 
+import pandas as pd
 import pytest
 import torch
 
 from analysis.collect import tidy_table
 from benchmarks.analysis_scale import synthetic_runs
+from benchmarks.methods_table import methods_markdown
 from benchmarks.overhead import StepProbe, adamw_groups, compare_loops, step_summary, timed_steps
 from benchmarks.run_all import demo_section, markdown_table, ratio_against
 
@@ -73,3 +75,51 @@ def test_synthetic_runs_fill_the_grid_in_order_and_collect_accepts_every_value()
     assert len(tidy) == 5 * 15 + 5 * 7 + 2 * 48
     assert list(runs["params.task"]) == ["xnli"] * 5 + ["pawsx"] * 5 + ["panx"] * 2
     assert set(runs["params.intermediate_task"]) == {"none"}
+
+
+def test_methods_table_puts_each_target_run_in_a_column_with_averages_worked_out_here():
+    start = pd.Timestamp("2026-12-05 10:00:00")
+    targets = pd.DataFrame([
+        {"run_id": "t1", "params.method": "full", "params.lr": "1e-4", "params.task_reduction_factor": "16",
+         "params.freeze_word_embeddings": "true", "params.trainable_params": "21494407",
+         "params.total_params": "117508615", "metrics.select/panx/en/f1": 40.0, "metrics.peak_rss_mb": 3000.4,
+         "start_time": start, "end_time": start + pd.Timedelta(seconds=55)},
+        {"run_id": "t2", "params.method": "full", "params.lr": "1e-4", "params.task_reduction_factor": "16",
+         "params.freeze_word_embeddings": "false", "params.trainable_params": "117508615",
+         "params.total_params": "117508615", "metrics.select/panx/en/f1": 42.5, "metrics.peak_rss_mb": 4100.0,
+         "start_time": start + pd.Timedelta(minutes=1), "end_time": start + pd.Timedelta(seconds=130)},
+        {"run_id": "t3", "params.method": "madx", "params.lr": "0.00125", "params.task_reduction_factor": "2",
+         "params.freeze_word_embeddings": "true", "params.trainable_params": "1779079",
+         "params.total_params": "121135687", "metrics.select/panx/en/f1": 41.0, "metrics.peak_rss_mb": 3100.0,
+         "start_time": start + pd.Timedelta(minutes=3), "end_time": start + pd.Timedelta(minutes=4)},
+    ])
+    evaluates = pd.DataFrame([
+        {"params.train_run_id": "t1", "metrics.eval/panx/en/f1": 80.0, "metrics.eval/panx/sw/f1": 40.0,
+         "metrics.eval/panx/yo/f1": 20.0, "metrics.eval/panx/de/f1": 60.0},
+        {"params.train_run_id": "t2", "metrics.eval/panx/en/f1": 82.0, "metrics.eval/panx/sw/f1": 44.0,
+         "metrics.eval/panx/yo/f1": 10.0, "metrics.eval/panx/de/f1": 62.0},
+        {"params.train_run_id": "t3", "metrics.eval/panx/en/f1": 70.0, "metrics.eval/panx/sw/f1": 50.0,
+         "metrics.eval/panx/yo/f1": 30.0, "metrics.eval/panx/de/f1": 50.0,
+         "params.lang_adapter/panx/en": "t3la", "params.lang_adapter/panx/sw": "swla",
+         "params.lang_adapter/panx/yo": "fallback source t3la", "params.lang_adapter/panx/de": "fallback source t3la"},
+    ])
+    markdown = methods_markdown(evaluates, targets, "panx", ("sw", "yo", "qu"))
+    lines = markdown.splitlines()
+    # Only freeze_word_embeddings differs within a method: lr and reduction factor differ across methods only.
+    assert lines[0] == ("|  | full freeze_word_embeddings true | full freeze_word_embeddings false "
+                        "| madx freeze_word_embeddings true |")
+    assert "| trainable / total parameters | 21,494,407 / 117,508,615 | 117,508,615 / 117,508,615 " \
+           "| 1,779,079 / 121,135,687 |" in lines
+    # (80+40+20+60)/4 = 50, without en (40+20+60)/3 = 40; (82+44+10+62)/4 = 49.5, (44+10+62)/3 = 38.67;
+    # (70+50+30+50)/4 = 50, (50+30+50)/3 = 43.33.
+    assert "| average f1, 4 languages (without en) | 50.00 (40.00) | 49.50 (38.67) | 50.00 (43.33) |" in lines
+    # qu was not scored: the low-resource average is over sw and yo.
+    assert "| low-resource average (sw, yo) | 30.00 | 27.00 | 40.00 |" in lines
+    assert "| languages on their own language adapter | – | – | en, sw |" in lines
+    assert "| target wall time | 55 s | 70 s | 60 s |" in lines
+    assert "| target peak RSS | 3,000 MB | 4,100 MB | 3,100 MB |" in lines
+    # Low-resource languages first, then the others in code order.
+    per_language = lines[lines.index("| panx f1 | full freeze_word_embeddings true | full freeze_word_embeddings "
+                                     "false | madx freeze_word_embeddings true |") + 2:]
+    assert [line.split(" | ")[0] for line in per_language] == ["| sw (low-resource)", "| yo (low-resource)", "| de",
+                                                               "| en"]

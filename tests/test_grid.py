@@ -91,6 +91,9 @@ def test_cache_key_ignores_param_order_and_number_spelling_but_not_code():
 @pytest.mark.parametrize("text, message", [
     ("seeds: [1]\nmethods: [full]\ntargets: [{task: xnli, lrr: 1}]\n", "unknown parameter\\(s\\) lrr for target"),
     ("seeds: [1]\nmethods: [fine]\ntargets: [{task: xnli}]\n", "unknown method 'fine'"),
+    ("seeds: [1]\nmethods: [full]\ntargets: [{task: xnli, methods: [full, fine]}]\n",
+     "target xnli methods: unknown method 'fine'"),
+    ("seeds: [1]\nmethods: [full]\ntargets: [{task: xnli, methods: []}]\n", "`target xnli methods:` must be a non-empty"),
     ("seeds: [1]\nmethods: [full]\ntargets: [{task: xnlii}]\n", "target: unknown task 'xnlii'"),
     ("seeds: []\nmethods: [full]\ntargets: [{task: xnli}]\n", "`seeds:` must be a non-empty list"),
     ("seeds: [1]\nmethods: [full]\ntargets: [{task: xnli}]\nbudget: 3\n", "unknown key\\(s\\) budget"),
@@ -126,6 +129,19 @@ def test_methods_skip_the_tasks_they_cannot_train(tmp_path):
     assert [step.params["method"] for step in grid.steps if step.entry == "target"] == ["full"]
 
 
+def test_a_target_with_its_own_methods_and_settings_trains_only_those(tmp_path):
+    text = ("seeds: [1]\nmethods: [full, madx]\nlang_adapter_fallback: source\ntargets:\n"
+            "  - {task: xnli, methods: [full]}\n"
+            "  - {task: panx, methods: [madx, task_adapter], lr: 0.00125}\n"
+            "  - {task: udpos}\n")
+    grid = expand(read_config(write(tmp_path, text), DECLARED))
+    trained = [(step.params["task"], step.params["method"], step.params.get("lr")) for step in grid.steps
+               if step.entry == "target"]
+    assert trained == [("xnli", "full", None), ("panx", "madx", 0.00125), ("panx", "task_adapter", 0.00125),
+                       ("udpos", "full", None), ("udpos", "madx", None)]
+    assert all("methods" not in step.params for step in grid.steps)
+
+
 def test_a_config_without_runnable_cells(tmp_path):
     config = read_config(write(tmp_path, "seeds: [1]\nmethods: [adapter_stilts]\ntargets: [{task: xnli}]\n"), DECLARED)
     with pytest.raises(XstiltsInputError, match="no cell that its methods can run"):
@@ -146,8 +162,7 @@ class FakeLaunch:
 
     def __call__(self, entry, parameters, key, parent_run_id, experiment_id):
         client = MlflowClient()
-        run_id = client.create_run(experiment_id).info.run_id
-        tracking.tag_step_run(run_id, key, parent_run_id)
+        run_id = tracking.create_step_run(experiment_id, entry, key, parent_run_id)
         self.launched.append((entry, parameters))
         self.run_ids.append(run_id)
         failed = entry == self.fail_entry
