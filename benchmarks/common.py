@@ -25,14 +25,24 @@ from components.training import TrainConfig, TrainResult, train
 
 def machine() -> dict[str, str]:
     """The hardware and library versions a number was measured with."""
-    described = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-                 "cpu_threads": str(torch.get_num_threads()), "cpu_count": str(os.cpu_count())}
+    described = {"platform": platform.platform(), "cpu": cpu_model(), "python": platform.python_version(),
+                 "torch": torch.__version__, "cpu_threads": str(torch.get_num_threads()),
+                 "cpu_count": str(os.cpu_count())}
     if torch.cuda.is_available():
         described["gpu"] = torch.cuda.get_device_name(0)
     import transformers
 
     described["transformers"] = transformers.__version__
     return described
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), e.g. "AMD EPYC": the same 2 cores differ by tens of percent between models."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return platform.processor() or "unknown"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
 
 
 def synchronize() -> None:

@@ -68,7 +68,9 @@ def methods_markdown(evaluates: pd.DataFrame, targets: pd.DataFrame, task: str, 
     """The summary table and the per-language table, one column per target run, in start order."""
     targets = targets.sort_values("start_time")
     varying = varying_settings(targets)
-    by_train_run = evaluates.drop_duplicates("params.train_run_id", keep="last").set_index("params.train_run_id")
+    # A target run evaluated again (e.g. after more language adapters were trained) is shown with its newest evaluation.
+    by_train_run = (evaluates.sort_values("start_time").drop_duplicates("params.train_run_id", keep="last")
+                    .set_index("params.train_run_id"))
     labels, columns = [], []
     for _, target in targets.iterrows():
         if target["run_id"] in by_train_run.index:

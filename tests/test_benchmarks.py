@@ -102,7 +102,9 @@ def test_methods_table_puts_each_target_run_in_a_column_with_averages_worked_out
          "metrics.eval/panx/yo/f1": 30.0, "metrics.eval/panx/de/f1": 50.0,
          "params.lang_adapter/panx/en": "t3la", "params.lang_adapter/panx/sw": "swla",
          "params.lang_adapter/panx/yo": "fallback source t3la", "params.lang_adapter/panx/de": "fallback source t3la"},
-    ])
+        # Listed last but started first (search_runs lists the newest first): superseded by the row above.
+        {"params.train_run_id": "t3", "metrics.eval/panx/en/f1": 10.0, "start_time": start + pd.Timedelta(minutes=4)},
+    ]).assign(start_time=lambda frame: frame["start_time"].fillna(start + pd.Timedelta(minutes=5)))
     markdown = methods_markdown(evaluates, targets, "panx", ("sw", "yo", "qu"))
     lines = markdown.splitlines()
     # Only freeze_word_embeddings differs within a method: lr and reduction factor differ across methods only.

@@ -38,13 +38,14 @@ def test_gpu_options_reach_the_trainer(tmp_path):
 
 
 @pytest.mark.parametrize("settings, checkpoints", [
-    ({"epochs": 1}, False), ({"epochs": 0.5}, False), ({"epochs": 2}, True), ({"epochs": 1, "evals_per_epoch": 2}, True),
-    ({"epochs": 1, "early_stopping_patience": 1}, True),
+    ({"epochs": 1}, False), ({"epochs": 0.5}, False), ({"epochs": 2}, True),
+    ({"epochs": 1, "evals_per_epoch": 2}, True), ({"epochs": 1, "early_stopping_patience": 1}, True),
 ])
 def test_checkpoints_are_written_only_when_there_is_more_than_one_evaluation_to_choose_from(tmp_path, settings,
                                                                                              checkpoints):
     args = _training_arguments(get_task("xnli"), TrainConfig(**settings), tmp_path)
-    assert (args.save_strategy.value, args.load_best_model_at_end) == (("epoch", True) if checkpoints else ("no", False))
+    expected = ("epoch", True) if checkpoints else ("no", False)
+    assert (args.save_strategy.value, args.load_best_model_at_end) == expected
     assert args.save_only_model
 
 
