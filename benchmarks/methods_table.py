@@ -8,6 +8,7 @@ embeddings, MAD-X, a task adapter). It reads the FINISHED `evaluate` runs of one
     python -m benchmarks.methods_table --experiment panx-methods [--task panx] [--out table.md]
 """
 
+import re
 from pathlib import Path
 
 import click
@@ -22,6 +23,7 @@ from components.tasks import get_task
 from pipelines.cli import entry_point
 from pipelines.methods import LANG_ADAPTER_PARAM
 
+RUN_ID = re.compile(r"[0-9a-f]{32}")
 SETTINGS = ("lr", "task_reduction_factor", "freeze_word_embeddings")  # shown in a label when the runs differ in them
 
 
@@ -46,9 +48,8 @@ def column(evaluate: pd.Series, target: pd.Series, task: str, low_resource: tupl
     scores = {key[len(prefix):-len(suffix)]: value for key, value in evaluate.items()
               if key.startswith(prefix) and key.endswith(suffix) and pd.notna(value)}
     adapter_of = {lang: evaluate.get(f"params.{LANG_ADAPTER_PARAM}/{task}/{lang}") for lang in scores}
-    # The param is a lang_adapter run id, or "fallback ..." (see pipelines.methods.LangAdapterUse); absent = none.
-    own_adapters = sorted(lang for lang, used in adapter_of.items()
-                          if isinstance(used, str) and used and not used.startswith("fallback"))
+    # The param is the language's own lang_adapter run id, "fallback ..." or "none (method ...)"; absent for `full`.
+    own_adapters = sorted(lang for lang, used in adapter_of.items() if isinstance(used, str) and RUN_ID.fullmatch(used))
     scored_low = [lang for lang in low_resource if lang in scores]
     return {
         "scores": scores,

@@ -95,13 +95,15 @@ def test_methods_table_puts_each_target_run_in_a_column_with_averages_worked_out
     ])
     evaluates = pd.DataFrame([
         {"params.train_run_id": "t1", "metrics.eval/panx/en/f1": 80.0, "metrics.eval/panx/sw/f1": 40.0,
-         "metrics.eval/panx/yo/f1": 20.0, "metrics.eval/panx/de/f1": 60.0},
+         "metrics.eval/panx/yo/f1": 20.0, "metrics.eval/panx/de/f1": 60.0,
+         "params.lang_adapter/panx/sw": "none (method task_adapter)"},  # as a task_adapter run logs it
         {"params.train_run_id": "t2", "metrics.eval/panx/en/f1": 82.0, "metrics.eval/panx/sw/f1": 44.0,
          "metrics.eval/panx/yo/f1": 10.0, "metrics.eval/panx/de/f1": 62.0},
         {"params.train_run_id": "t3", "metrics.eval/panx/en/f1": 70.0, "metrics.eval/panx/sw/f1": 50.0,
          "metrics.eval/panx/yo/f1": 30.0, "metrics.eval/panx/de/f1": 50.0,
-         "params.lang_adapter/panx/en": "t3la", "params.lang_adapter/panx/sw": "swla",
-         "params.lang_adapter/panx/yo": "fallback source t3la", "params.lang_adapter/panx/de": "fallback source t3la"},
+         "params.lang_adapter/panx/en": "a" * 32, "params.lang_adapter/panx/sw": "b" * 32,
+         "params.lang_adapter/panx/yo": "fallback source " + "a" * 32,
+         "params.lang_adapter/panx/de": "fallback source " + "a" * 32},
         # Listed last but started first (search_runs lists the newest first): superseded by the row above.
         {"params.train_run_id": "t3", "metrics.eval/panx/en/f1": 10.0, "start_time": start + pd.Timedelta(minutes=4)},
     ]).assign(start_time=lambda frame: frame["start_time"].fillna(start + pd.Timedelta(minutes=5)))

@@ -149,7 +149,7 @@ def test_a_config_without_runnable_cells(tmp_path):
         expand(config)
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "paper.yaml", "xtreme-r-adapters.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "paper.yaml", "xtreme-r-adapters.yaml", "panx-methods.yaml"])
 def test_shipped_configs_expand(name):
     grid = expand(read_config(PROJECT_ROOT / "configs" / name, DECLARED))
     assert grid.steps
