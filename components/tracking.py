@@ -241,7 +241,10 @@ class MetricsCallback(TrainerCallback):
         self._log(logs or {}, state.global_step)
 
     def on_train_end(self, args, state, control, **kwargs):
-        selected = {key: value for logs in state.log_history if logs.get("step") == state.best_global_step
+        evaluated_steps = [logs["step"] for logs in state.log_history if any(key.startswith("eval_") for key in logs)]
+        # A run without checkpoints (one evaluation in all) has no best checkpoint: it ends on the model it evaluated.
+        selected_step = state.best_global_step or max(evaluated_steps, default=None)
+        selected = {key: value for logs in state.log_history if logs.get("step") == selected_step
                     for key, value in logs.items() if key.startswith("eval_")}
         if selected:  # none where nothing was selected
             self._log(selected, state.global_step + 1)

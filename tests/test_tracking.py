@@ -33,3 +33,15 @@ def test_a_run_shows_the_selected_evaluation_not_the_last(tracking_store):
     shown = client.get_run(run.info.run_id).data.metrics
     assert shown[SELECT_KEY] == best == 61.0
     assert shown["select/xnli/en/loss"] == 0.9  # the selected epoch's loss too, not the last epoch's 1.1
+
+
+def test_a_run_without_checkpoints_shows_its_one_evaluation_past_the_training_steps(tracking_store):
+    """One evaluation in all: the Trainer keeps no checkpoint (no best step), and the run ends on that model."""
+    callback = tracking.MetricsCallback("xnli", "en")
+    state = TrainerState(global_step=5)
+    state.log_history.append({"eval_accuracy": 55.0, "epoch": 1.0, "step": 5})
+    with mlflow.start_run() as run:
+        callback.on_log(None, state, None, logs={"eval_accuracy": 55.0})
+        callback.on_train_end(None, state, None)
+    history = MlflowClient().get_metric_history(run.info.run_id, SELECT_KEY)
+    assert [(point.step, point.value) for point in history] == [(5, 55.0), (6, 55.0)]
