@@ -45,6 +45,9 @@ def launch(entry: str, parameters: dict[str, str], key: str, parent_run_id: str,
                             experiment_id=experiment_id, run_id=run_id, synchronous=True)
     except ExecutionException:
         raise RuntimeError(f"run {run_id} FAILED; its own error is printed above") from None
+    except Exception as error:  # refused before the entry point started: the run created above must not stay RUNNING
+        tracking.terminate_run(run_id, "FAILED")
+        raise RuntimeError(f"run {run_id} FAILED: {error}") from None
     return run_id
 
 

@@ -270,6 +270,18 @@ def test_a_tracking_server_that_is_down_is_named_after_a_bounded_retry(tmp_path,
     assert f"the tracking server {uri} (MLFLOW_TRACKING_URI) does not answer after 3 tries" in line
 
 
+def test_a_launch_refused_before_its_entry_point_starts_leaves_its_step_run_failed(tracking_store, monkeypatch):
+    def refuse(**kwargs):
+        raise ValueError("no such parameter type")
+
+    monkeypatch.setattr(mlflow.projects, "run", refuse)
+    experiment_id = MlflowClient().create_experiment("launches")
+    with pytest.raises(RuntimeError, match="FAILED: no such parameter type"):
+        main.launch("target", {"task": "xnli"}, "key1", "", experiment_id)
+    (run,) = MlflowClient().search_runs([experiment_id])
+    assert (run.info.status, run.data.tags[tracking.CACHE_KEY_TAG]) == ("FAILED", "key1")
+
+
 def test_workers_need_a_tracking_server(tracking_store, tmp_path):
     result = run_main(write(tmp_path, SMALL), "--workers", "2")
     assert result.exit_code == 2 and "needs a tracking server" in result.output
