@@ -25,7 +25,8 @@ from components.training import TrainConfig, TrainResult, train
 
 def machine() -> dict[str, str]:
     """The hardware and library versions a number was measured with."""
-    described = {"platform": platform.platform(), "cpu": cpu_model(), "python": platform.python_version(),
+    described = {"platform": platform.platform(), "cpu": cpu_model(), "cpu_native_bf16": cpu_native_bf16(),
+                 "python": platform.python_version(),
                  "torch": torch.__version__, "cpu_threads": str(torch.get_num_threads()),
                  "cpu_count": str(os.cpu_count())}
     if torch.cuda.is_available():
@@ -36,13 +37,24 @@ def machine() -> dict[str, str]:
     return described
 
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux), e.g. "AMD EPYC": the same 2 cores differ by tens of percent between models."""
+def _cpuinfo_field(name: str) -> str | None:
+    """A field of the first processor in /proc/cpuinfo (Linux); None where there is no such file or field."""
     try:
         lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
     except OSError:
-        return platform.processor() or "unknown"
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
+        return None
+    return next((line.split(":", 1)[1].strip() for line in lines if line.split(":", 1)[0].strip() == name), None)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), e.g. "AMD EPYC": the same 2 cores differ by tens of percent between models."""
+    return _cpuinfo_field("model name") or platform.processor() or "unknown"
+
+
+def cpu_native_bf16() -> str:
+    """Whether the CPU computes bf16 in hardware (AVX-512 BF16 or AMX); without it, bf16 autocast is emulated, slowly."""
+    flags = set((_cpuinfo_field("flags") or "").split())
+    return "yes" if flags & {"avx512_bf16", "amx_bf16"} else "no"
 
 
 def synchronize() -> None:

@@ -1,6 +1,6 @@
 """Framework overhead: xstilts' training step (`components.training.train`, as `target` runs it) vs a bare PyTorch loop.
 
-    python -m benchmarks.overhead --out results/overhead [--steps 30] [--methods full,madx] [--task xnli]
+    python -m benchmarks.overhead --out results/overhead [--steps 30] [--rounds 2] [--methods full,madx] [--task xnli]
 
 Both loops train the same model (same seed, same fresh head, same frozen parameters: word embeddings for `full`,
 everything but the task adapter and head for `madx`, whose task adapter is stacked on an English language adapter)
@@ -17,6 +17,10 @@ the allocator's peak), with each (method, loop) pair in a fresh process so that 
 
 The bare loop restores the random state the Trainer had when its epoch began, so that it draws the same batch order
 and dropout masks: equal losses on the first steps show that the two loops do the same work.
+
+A shared machine drifts (other tenants, clock boost) over the minutes a measurement takes, so the loops run in
+`--rounds` rounds of alternating order (xstilts, bare, then bare, xstilts, ...) and each loop's step times are pooled
+over its rounds: drift then weighs on both sides alike instead of on whichever loop ran later.
 """
 
 import math
@@ -146,6 +150,19 @@ def step_summary(seconds: list[float]) -> dict[str, float]:
             "timed_steps": len(seconds)}
 
 
+def pool_rounds(rounds: list[dict]) -> dict:
+    """One loop's measurement over all its rounds: step times pooled, the first round's losses (every round trains
+    from the same state), the highest memory peaks."""
+    seconds = [step for measured in rounds for step in measured["step_seconds"]]
+    peaks = {key: max(measured[key] for measured in rounds) for key in rounds[0] if key.startswith("peak_")}
+    return {**rounds[0], **step_summary(seconds), "step_seconds": seconds, "rounds": len(rounds), **peaks}
+
+
+def round_order(round_index: int) -> tuple[str, ...]:
+    """xstilts first in even rounds, bare first in odd ones."""
+    return LOOPS if round_index % 2 == 0 else LOOPS[::-1]
+
+
 def save_english_lang_adapter(run: OverheadRun) -> None:
     """An untrained English language adapter for `madx` (step time does not depend on its weights), saved once so that
     both loops load the same one."""
@@ -229,7 +246,8 @@ def adamw_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 def probe_result(run: OverheadRun, probe: StepProbe, trainable: int, total: int) -> dict:
     if len(probe.step_ends) != run.steps:
         raise RuntimeError(f"{run.loop} {run.method}: {len(probe.step_ends)} optimizer steps, expected {run.steps}")
-    return {"method": run.method, "loop": run.loop, **step_summary(timed_steps(probe.step_ends, run.warmup)),
+    seconds = timed_steps(probe.step_ends, run.warmup)
+    return {"method": run.method, "loop": run.loop, **step_summary(seconds), "step_seconds": seconds,
             "losses": [loss.item() for loss in probe.losses], "trainable_params": trainable, "total_params": total,
             **probe.peaks}
 
@@ -258,10 +276,12 @@ def compare_loops(xstilts: dict, bare: dict) -> dict:
 
 def run_overhead(out_dir: Path, methods: tuple[str, ...] = METHODS, task: str = "xnli", steps: int = 30,
                  warmup: int = 5, batch_size: int = 32, max_length: int = 128,
-                 model_name: str = "multilingual-e5-small") -> dict:
+                 model_name: str = "multilingual-e5-small", rounds: int = 2) -> dict:
     """Measures every method with both loops, writes `overhead.json` under `out_dir` and returns its content."""
     if steps - 1 <= warmup:
         raise click.BadParameter(f"--steps {steps} leaves no timed step after {warmup} warmup steps")
+    if rounds < 1:
+        raise click.BadParameter(f"--rounds must be at least 1, got {rounds}")
     results, comparisons = [], []
     with tempfile.TemporaryDirectory(prefix="xstilts-overhead-") as work_dir:
         for method in methods:
@@ -269,7 +289,11 @@ def run_overhead(out_dir: Path, methods: tuple[str, ...] = METHODS, task: str = 
                                       Path(work_dir)) for loop in LOOPS}
             if model_setup(runs["bare"]) and not lang_adapter_dir(runs["bare"]).exists():
                 in_fresh_process(save_english_lang_adapter, runs["bare"])
-            measured = {loop: in_fresh_process(measure_loop, run) for loop, run in runs.items()}  # xstilts first
+            measured_rounds = {loop: [] for loop in LOOPS}
+            for round_index in range(rounds):
+                for loop in round_order(round_index):
+                    measured_rounds[loop].append(in_fresh_process(measure_loop, runs[loop]))
+            measured = {loop: pool_rounds(measured_rounds[loop]) for loop in LOOPS}
             comparison = compare_loops(measured["xstilts"], measured["bare"])
             results.extend(measured.values())
             comparisons.append(comparison)
@@ -277,8 +301,9 @@ def run_overhead(out_dir: Path, methods: tuple[str, ...] = METHODS, task: str = 
                        f"{measured['bare']['median_step_s']:.3f} s/step (median), ratio "
                        f"{comparison['median_ratio']:.3f}; first {comparison['compared_losses']} losses agree within "
                        f"{comparison['max_abs_loss_difference']:.1e}")
-    settings = {"task": task, "steps": steps, "warmup": warmup, "batch_size": batch_size, "max_length": max_length,
-                "model": model_name, "config": asdict(overhead_config(steps, batch_size, max_length))}
+    settings = {"task": task, "steps": steps, "warmup": warmup, "rounds": rounds, "batch_size": batch_size,
+                "max_length": max_length, "model": model_name,
+                "config": asdict(overhead_config(steps, batch_size, max_length))}
     payload = {"machine": machine(), "settings": settings, "results": results, "comparisons": comparisons}
     write_json(out_dir / "overhead.json", payload)
     return payload
@@ -291,12 +316,14 @@ def run_overhead(out_dir: Path, methods: tuple[str, ...] = METHODS, task: str = 
               help="English training data: XNLI (dev-split protocol) or PAN-X.")
 @click.option("--steps", type=int, default=30, show_default=True, help="Optimizer steps of each loop.")
 @click.option("--warmup", type=int, default=5, show_default=True, help="Steps left out of the timing.")
+@click.option("--rounds", type=int, default=2, show_default=True,
+              help="Runs of each loop, in alternating order; step times are pooled over them.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--max-length", type=int, default=128, show_default=True)
 @click.option("--model", "model_name", default="multilingual-e5-small", show_default=True)
-def main(out_dir: Path, methods: str, task: str, steps: int, warmup: int, batch_size: int, max_length: int,
-         model_name: str) -> None:
-    run_overhead(out_dir, tuple(methods.split(",")), task, steps, warmup, batch_size, max_length, model_name)
+def main(out_dir: Path, methods: str, task: str, steps: int, warmup: int, rounds: int, batch_size: int,
+         max_length: int, model_name: str) -> None:
+    run_overhead(out_dir, tuple(methods.split(",")), task, steps, warmup, batch_size, max_length, model_name, rounds)
 
 
 if __name__ == "__main__":

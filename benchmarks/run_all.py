@@ -4,9 +4,11 @@
 
 Runs here: framework overhead (`benchmarks.overhead`, full and MAD-X), evaluation throughput
 (`benchmarks.eval_throughput`) and analysis time over synthetic runs (`benchmarks.analysis_scale`); their JSON files go
-to --out. Read, not run: the GPU path (`benchmarks.gpu_path` on a GPU machine, --gpu-results) and the demo grid's wall
-and cache-hit rerun times (--demo-results, a JSON file {"wall_s": ..., "rerun_s": ..., "machine": ...} written by
-whoever ran the demo); a missing file is reported as not measured. --quick shrinks every run (a smoke test: its
+to --out. Read, not run: the GPU path (`benchmarks.gpu_path` on a GPU machine, --gpu-results), the metric effect of
+bf16 evaluation on a study's trained runs (`benchmarks.eval_precision`, --precision-results: it needs a tracking store
+with trained runs, e.g. the demo's) and the demo grid's wall and cache-hit rerun times (--demo-results, a JSON file
+{"wall_s": ..., "rerun_s": ..., "machine": ...} written by whoever ran the demo); a missing file is reported as not
+measured. --quick shrinks every run (a smoke test: its
 numbers are not measurements).
 """
 
@@ -25,8 +27,10 @@ from benchmarks.overhead import run_overhead
 
 OVERHEAD_TARGET = 1.10  # xstilts / bare step time, at most
 THROUGHPUT_TARGET = 3.0  # sorted, dynamically padded evaluation vs naive, at least
-FULL_SIZES = {"overhead_steps": 30, "overhead_warmup": 5, "eval_examples": 512, "analysis_runs": 10_000}
-QUICK_SIZES = {"overhead_steps": 6, "overhead_warmup": 1, "eval_examples": 64, "analysis_runs": 1_000}
+FULL_SIZES = {"overhead_steps": 30, "overhead_warmup": 5, "overhead_rounds": 2, "eval_examples": 512,
+              "analysis_runs": 10_000}
+QUICK_SIZES = {"overhead_steps": 6, "overhead_warmup": 1, "overhead_rounds": 1, "eval_examples": 64,
+               "analysis_runs": 1_000}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOT_MEASURED = "not measured"
 MEMORY_LABELS = {"peak_rss_mb": "peak RSS (MB)", "peak_gpu_mb": "peak GPU memory (MB)"}
@@ -59,8 +63,9 @@ def overhead_section(overhead: dict) -> str:
     return ("## Framework overhead\n\n"
             f"Seconds per optimizer step of `components.training.train` (the `target` path) vs a bare PyTorch loop on "
             f"the same batches, model init, optimizer, schedule and frozen parameters: English {settings['task']}, "
-            f"batch size {settings['batch_size']}, max length {settings['max_length']}, {settings['steps']} steps, "
-            f"{settings['warmup']} untimed warmup steps; a step runs from one optimizer step's end to the "
+            f"batch size {settings['batch_size']}, max length {settings['max_length']}, {settings['steps']} steps "
+            f"({settings['warmup']} untimed warmup steps) in each of {settings['rounds']} rounds of alternating loop "
+            "order, step times pooled over the rounds; a step runs from one optimizer step's end to the "
             "next (batch fetch and collation included, the selection evaluation and checkpoint after the last step "
             "excluded). Equal first losses show both loops did the same work (`benchmarks/overhead.py`).\n\n"
             + markdown_table(("method", "xstilts s/step (median)", "bare s/step (median)", "ratio (median)",
@@ -68,15 +73,35 @@ def overhead_section(overhead: dict) -> str:
 
 
 def throughput_section(throughput: dict) -> str:
-    rows = [(r["task"], r["type"], r["lang"], r["examples"], f"{r['sorted_examples_per_second']:.1f}",
-             f"{r['naive_examples_per_second']:.1f}", ratio_against(r["speedup"], THROUGHPUT_TARGET, at_most=False),
-             f"{r['max_abs_logit_difference']:.1e}") for r in throughput["results"]]
+    rows = [(r["task"], r["type"], r["lang"], r["examples"], path["precision"], f"{path['examples_per_second']:.1f}",
+             f"{r['naive_examples_per_second']:.1f}", ratio_against(path["speedup"], THROUGHPUT_TARGET, at_most=False),
+             f"{path['max_abs_logit_difference']:.1e}") for r in throughput["results"] for path in r["sorted"]]
     return ("## Evaluation throughput\n\n"
-            "Length-sorted, dynamically padded batches (`components.evaluation.predict_logits`) vs a naive evaluator "
-            "(input order, padded to max length), same features and model, one language per task type "
-            f"(batch size {throughput['settings']['batch_size']}; `benchmarks/eval_throughput.py`).\n\n"
-            + markdown_table(("task", "type", "lang", "examples", "sorted examples/s", "naive examples/s",
+            "Length-sorted, dynamically padded batches (`components.evaluation.predict_logits`) in fp32 (the "
+            "`evaluate` default, exact) and with bf16 autocast (`evaluate -P eval_precision=bf16`) vs a naive fp32 "
+            "evaluator (input order, padded to max length), same features and model, one language per task type "
+            f"(batch size {throughput['settings']['batch_size']}; `benchmarks/eval_throughput.py`). The metric "
+            "effect of bf16 is in the next section.\n\n"
+            + markdown_table(("task", "type", "lang", "examples", "precision", "sorted examples/s", "naive examples/s",
                               "speedup", "max logit difference (abs.)"), rows))
+
+
+def precision_section(precision: dict | None, source: Path) -> str:
+    if precision is None:
+        return f"## bf16 evaluation: effect on the metrics\n\n{NOT_MEASURED} (no {source}).\n"
+    settings = precision["settings"]
+    rows = [(s["task"], s["method"], s["metric"], s["target_runs"], s["languages"], f"{s['mean_abs_difference']:.2f}",
+             f"{s['max_abs_difference']:.2f}", f"{s['max_abs_average_difference']:.2f}",
+             f"{s['fp32_run_seconds']:.0f} s / {s['bf16_run_seconds']:.0f} s") for s in precision["summaries"]]
+    return ("## bf16 evaluation: effect on the metrics\n\n"
+            f"The trained runs of experiment `{settings['experiment']}` scored again in fp32 and with bf16 autocast, "
+            f"on the first {settings['max_examples'] or 'all'} examples of each language they were evaluated in "
+            f"(read from `{source}`, written by `python -m benchmarks.eval_precision`; measured on "
+            f"{describe_machine(precision['machine'])}). Differences are bf16 minus fp32 on the task's 0-100 "
+            "metric, per (run, language) and for each run's average over its languages.\n\n"
+            + markdown_table(("task", "method", "metric", "target runs", "(run, language) pairs",
+                              "mean abs. difference", "max abs. difference", "max abs. difference of a run's average",
+                              "evaluate run fp32 / bf16"), rows))
 
 
 def methods_section(overhead: dict) -> str:
@@ -133,12 +158,13 @@ def read_json(path: Path) -> dict | None:
 
 
 def benchmarks_markdown(command: str, date: str, quick: bool, overhead: dict, throughput: dict, scale: dict,
-                        gpu_source: Path, demo_source: Path) -> str:
+                        gpu_source: Path, demo_source: Path, precision_source: Path) -> str:
     warning = ("\n**Quick run (`--quick`): tiny step and example counts, a smoke test of the benchmarks; the numbers "
                "below are not measurements.**\n" if quick else "")
     return (f"# Benchmarks\n\nRewritten by `{command}` on {date}.\n{warning}\n"
             f"Machine: {describe_machine(machine())}.\n\n"
-            + "\n".join((overhead_section(overhead), throughput_section(throughput), methods_section(overhead),
+            + "\n".join((overhead_section(overhead), throughput_section(throughput),
+                         precision_section(read_json(precision_source), precision_source), methods_section(overhead),
                          gpu_section(read_json(gpu_source), gpu_source), analysis_section(scale),
                          demo_section(read_json(demo_source), demo_source))))
 
@@ -151,16 +177,20 @@ def benchmarks_markdown(command: str, date: str, quick: bool, overhead: dict, th
               default=Path("benchmarks/results/h100-2026-11-27/gpu-path.json"), show_default=True)
 @click.option("--demo-results", type=click.Path(path_type=Path), default=Path("benchmarks/results/demo-grid.json"),
               show_default=True)
+@click.option("--precision-results", type=click.Path(path_type=Path),
+              default=Path("benchmarks/results/eval-precision.json"), show_default=True)
 @click.option("--markdown", type=click.Path(path_type=Path), default=REPO_ROOT / "BENCHMARKS.md", show_default=True)
-def main(quick: bool, out_dir: Path, gpu_results: Path, demo_results: Path, markdown: Path) -> None:
+def main(quick: bool, out_dir: Path, gpu_results: Path, demo_results: Path, precision_results: Path,
+         markdown: Path) -> None:
     sizes = QUICK_SIZES if quick else FULL_SIZES
-    overhead = run_overhead(out_dir, steps=sizes["overhead_steps"], warmup=sizes["overhead_warmup"])
+    overhead = run_overhead(out_dir, steps=sizes["overhead_steps"], warmup=sizes["overhead_warmup"],
+                            rounds=sizes["overhead_rounds"])
     throughput = run_eval_throughput(out_dir, examples_per_task=sizes["eval_examples"])
     scale = run_analysis_scale(out_dir, n_runs=sizes["analysis_runs"])
     command = " ".join(["python -m benchmarks.run_all", *sys.argv[1:]])
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     markdown.write_text(benchmarks_markdown(command, date, quick, overhead, throughput, scale, gpu_results,
-                                            demo_results), encoding="utf-8")
+                                            demo_results, precision_results), encoding="utf-8")
     click.echo(f"wrote {markdown}")
 
 

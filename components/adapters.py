@@ -28,7 +28,7 @@ from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling, 
 
 from components.errors import XstiltsInputError
 from components.models import ResolvedModel, load_pretrained
-from components.training import PRECISIONS
+from components.training import check_precision
 
 LANG, TASK = "lang", "task"
 ADAPTER_CONFIGS = {LANG: "seq_bn_inv", TASK: "seq_bn"}
@@ -252,8 +252,7 @@ class LangAdapterConfig:
                 raise XstiltsInputError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 < self.mlm_probability < 1:
             raise XstiltsInputError(f"mlm_probability must lie between 0 and 1, got {self.mlm_probability}")
-        if self.precision not in PRECISIONS:
-            raise XstiltsInputError(f"unknown precision '{self.precision}': expected one of {', '.join(PRECISIONS)}")
+        check_precision(self.precision)
 
     def as_params(self) -> dict[str, str]:
         params = {key: str(value) for key, value in asdict(self).items()}

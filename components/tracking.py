@@ -18,6 +18,7 @@ from typing import Iterator
 import mlflow
 import requests
 import torch
+from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import (MLFLOW_PARENT_RUN_ID, MLFLOW_PROJECT_ENTRY_POINT, MLFLOW_SOURCE_NAME,
                                       MLFLOW_SOURCE_TYPE)
@@ -183,12 +184,21 @@ def reusable_run(experiment_id: str, cache_key: str) -> str | None:
     return next((run.info.run_id for run in runs if run.info.status == "FINISHED"), None)
 
 
-def create_step_run(experiment_id: str, entry: str, cache_key: str, parent_run_id: str) -> str:
-    """A RUNNING run for one grid step, already carrying its cache key (so that a killed study's step is found on
-    resume) and nested under the study run (launches from worker threads have no active run to take it from)."""
+def create_step_run(experiment_id: str, entry: str, cache_key: str, parent_run_id: str,
+                    params: dict[str, str] | None = None) -> str:
+    """A RUNNING run for one grid step with its entry point's `params`, already carrying its cache key (so that a
+    killed study's step is found on resume) and nested under the study run (launches from worker threads have no
+    active run to take it from)."""
     tags = {CACHE_KEY_TAG: cache_key, MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_SOURCE_TYPE: "PROJECT",
             MLFLOW_SOURCE_NAME: str(PROJECT_ROOT), MLFLOW_PROJECT_ENTRY_POINT: entry}
-    return MlflowClient().create_run(experiment_id, tags=tags).info.run_id
+    client = MlflowClient()
+    run_id = client.create_run(experiment_id, tags=tags).info.run_id
+    try:
+        client.log_batch(run_id, params=[Param(name, str(value)) for name, value in (params or {}).items()])
+    except Exception:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    return run_id
 
 
 @main_process_only

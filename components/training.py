@@ -24,6 +24,14 @@ from components.task_types import handler_for
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
+def check_precision(precision: str) -> None:
+    """Autocast precisions that can run here: fp16 needs CUDA (bf16 runs on every CPU, natively on newer ones)."""
+    if precision not in PRECISIONS:
+        raise XstiltsInputError(f"unknown precision '{precision}': expected one of {', '.join(PRECISIONS)}")
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise XstiltsInputError("precision fp16 needs a CUDA GPU (none is visible); use bf16 or fp32 on CPU")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyperparameters of one fine-tuning run. Names avoid the Trainer's own param names on purpose."""
@@ -58,10 +66,7 @@ class TrainConfig:
         for name in ("max_train_examples", "max_select_examples", "early_stopping_patience"):
             if getattr(self, name) < 0:
                 raise XstiltsInputError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.precision not in PRECISIONS:
-            raise XstiltsInputError(f"unknown precision '{self.precision}': expected one of {', '.join(PRECISIONS)}")
-        if self.precision == "fp16" and not torch.cuda.is_available():
-            raise XstiltsInputError("precision fp16 needs a CUDA GPU (none is visible); use bf16 or fp32 on CPU")
+        check_precision(self.precision)
 
     def as_params(self) -> dict[str, str]:
         return {key: str(value) for key, value in asdict(self).items()}

@@ -30,7 +30,7 @@ from components.retrieval import RETRIEVAL_TASKS, RetrievalResult, check_embeddi
     hidden_state_index
 from components.tasks import TASKS, TaskSpec, TaskType, get_task
 from components.task_types import handler_for
-from components.training import TrainConfig
+from components.training import PRECISIONS, TrainConfig, check_precision
 from components.methods import METHODS, Method
 from pipelines.cli import DEFAULT_MODEL, entry_point
 from pipelines.methods import (LANG_ADAPTER_FALLBACKS, LANG_ADAPTER_PARAM, LangAdapterUse, lang_adapter_plan,
@@ -66,18 +66,23 @@ RETRIEVAL_CHOICES = " | ".join((*RETRIEVAL_TASKS, *DUAL_ENCODER_TASKS))
 @click.option("--lang-adapter-fallback", default="",
               help=f"MAD-X runs, for a language without an adapter: {' | '.join(LANG_ADAPTER_FALLBACKS)} (the "
                    "source-language adapter, or the task adapter alone); empty = such a language is an error.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="Trained tasks: autocast precision of the forward passes (bf16: several times faster on CPUs with "
+                   "native bf16 and on GPUs; see BENCHMARKS.md for its effect on the metrics). Logged as "
+                   "eval_precision.")
 @entry_point
 def main(train_run_id: str, task: str, encoder_run_id: str, model_name: str, layer: str, pooling: str, langs: str,
-         batch_size: int, max_pairs: int, max_examples: int, lang_adapter_runs: str, lang_adapter_fallback: str
-         ) -> None:
+         batch_size: int, max_pairs: int, max_examples: int, lang_adapter_runs: str, lang_adapter_fallback: str,
+         precision: str) -> None:
     retrieval_options = {"--task": task, "--encoder-run-id": encoder_run_id, "--model": model_name,
                          "--layer": layer, "--pooling": pooling, "--max-pairs": max_pairs}
     trained_options = {"--max-examples": max_examples, "--lang-adapter-runs": lang_adapter_runs,
-                       "--lang-adapter-fallback": lang_adapter_fallback}
+                       "--lang-adapter-fallback": lang_adapter_fallback,
+                       "--precision": "" if precision == "fp32" else precision}
     if train_run_id:
         _refuse_retrieval_options(retrieval_options)
         run_id = evaluate_trained(train_run_id, langs, batch_size, max_examples, lang_adapter_runs,
-                                  lang_adapter_fallback)
+                                  lang_adapter_fallback, precision)
     elif any(trained_options.values()):
         given = ", ".join(name for name, value in trained_options.items() if value)
         raise XstiltsInputError(f"{given} evaluate a trained `target` run: pass its --train-run-id")
@@ -122,12 +127,13 @@ def _echo_metrics(task: str, lang: str, metrics: dict[str, float]) -> None:
 
 
 def evaluate_trained(train_run_id: str, langs: str, batch_size: int, max_examples: int = 0,
-                     lang_adapter_runs: str = "", lang_adapter_fallback: str = "") -> str:
+                     lang_adapter_runs: str = "", lang_adapter_fallback: str = "", precision: str = "fp32") -> str:
     """Scores a `target` run's model in each language of its task; returns the evaluate run's id.
 
     A run of an adapter method is loaded as its base model with its task adapter and head; with language adapters,
     each language is scored on `Stack(<its adapter>, task)` (see `pipelines.methods.lang_adapter_plan`).
     """
+    check_precision(precision)
     upstream = tracking.finished_run(train_run_id, "target").data.params
     spec = get_task(upstream["task"])
     languages = _languages(spec, langs)
@@ -137,8 +143,9 @@ def evaluate_trained(train_run_id: str, langs: str, batch_size: int, max_example
     method = METHODS[upstream.get("method", "full")]
     plan = _lang_adapter_plan(method, upstream, languages, lang_adapter_runs, lang_adapter_fallback)
     copied = {key: upstream[key] for key in COPIED_PARAMS if key in upstream}
-    with tracking.phase_run("evaluate", {**copied, "train_run_id": train_run_id, "langs": ",".join(languages),
-                                         "max_eval_examples": max_examples}, tags={"task": spec.name}) as run_id:
+    params = {**copied, "train_run_id": train_run_id, "langs": ",".join(languages), "max_eval_examples": max_examples,
+              "eval_precision": precision}
+    with tracking.phase_run("evaluate", params, tags={"task": spec.name}) as run_id:
         if method.adapters:
             tracking.log_params({tracking.language_param_key(LANG_ADAPTER_PARAM, spec.name, lang): use.described
                                  for lang, use in plan.items()})
@@ -165,7 +172,8 @@ def evaluate_trained(train_run_id: str, langs: str, batch_size: int, max_example
         for lang in languages:
             examples = evaluation_data(spec, upstream["data_protocol"], lang)[: max_examples or None]
             use_language(lang)
-            result = evaluate_language(spec, model, tokenizer, examples, labels, int(upstream["max_length"]), batch_size)
+            result = evaluate_language(spec, model, tokenizer, examples, labels, int(upstream["max_length"]),
+                                       batch_size, precision)
             tracking.log_language_metrics("eval", spec.name, lang, result.metrics)
             tracking.log_language_metrics("eval_examples", spec.name, lang, {"n": result.n_examples})
             tracking.log_text(result.prediction_file, f"{tracking.PREDICTIONS_ARTIFACT}/{spec.name}/test-{lang}."

@@ -9,6 +9,7 @@ the counts `grid/{done,cached,failed,blocked,remaining}` as metrics of the paren
 
 import hashlib
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -29,17 +30,25 @@ STATUSES = ("done", "cached", "failed", "blocked")
 SERVERLESS_STORES = ("sqlite:", "file:", "/")
 
 
+def entry_point_defaults(entry: str) -> dict[str, str]:
+    """The parameters the MLproject declares for `entry`, with their defaults ("" for a required one)."""
+    project = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text(encoding="utf-8"))
+    return {name: str(declared.get("default", "")) for name, declared in
+            project["entry_points"][entry]["parameters"].items()}
+
+
 def entry_point_parameters(entry: str) -> set[str]:
     """The parameters the MLproject declares for `entry`."""
-    project = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text(encoding="utf-8"))
-    return set(project["entry_points"][entry]["parameters"])
+    return set(entry_point_defaults(entry))
 
 
 def launch(entry: str, parameters: dict[str, str], key: str, parent_run_id: str, experiment_id: str) -> str:
     """Runs one entry point to its end in a step run created here; returns its run id, or raises naming the failed
     run. Synchronous with a given run: MLflow starts the entry point's own process only (the asynchronous mode starts
-    an `mlflow run` process around it, seconds per step)."""
-    run_id = tracking.create_step_run(experiment_id, entry, key, parent_run_id)
+    an `mlflow run` process around it, seconds per step). MLflow logs a project's parameters only in runs it creates
+    itself, so the step run gets them here, defaults filled in as `mlflow run` would."""
+    run_id = tracking.create_step_run(experiment_id, entry, key, parent_run_id,
+                                      {**entry_point_defaults(entry), **parameters})
     try:
         mlflow.projects.run(uri=str(PROJECT_ROOT), entry_point=entry, env_manager="local", parameters=parameters,
                             experiment_id=experiment_id, run_id=run_id, synchronous=True)
@@ -120,6 +129,15 @@ def check_workers(workers: int) -> None:
             "with scripts/tracking_server.sh and set MLFLOW_TRACKING_URI to its http:// address")
 
 
+def step_cpu_threads(workers: int, environ: dict[str, str], cpu_count: int) -> dict[str, str]:
+    """OMP_NUM_THREADS for the step processes: steps that run at once share the cores (each would otherwise start a
+    thread per core, and together they would oversubscribe the machine). A user's own setting wins; one step at a
+    time keeps torch's default."""
+    if workers == 1 or "OMP_NUM_THREADS" in environ:
+        return {}
+    return {"OMP_NUM_THREADS": str(max(1, cpu_count // workers))}
+
+
 @click.command()
 @click.option("--config", "config_path", default=str(PROJECT_ROOT / "configs" / "demo.yaml"), show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True,
@@ -136,6 +154,7 @@ def main(config_path: str, workers: int, force: str) -> None:
     if unknown:
         raise XstiltsInputError(f"--force {', '.join(unknown)}: expected entry points ({', '.join(STEP_ENTRIES)}) or all")
     check_workers(workers)
+    os.environ.update(step_cpu_threads(workers, dict(os.environ), os.cpu_count() or 1))
     for reason in grid.skipped:
         click.echo(f"skipped cell {reason}")
     version = code_version(PROJECT_ROOT)
@@ -145,7 +164,8 @@ def main(config_path: str, workers: int, force: str) -> None:
         tracking.terminate_run(killed_run_id, "FAILED")
         click.echo(f"study run {killed_run_id} of this config was left RUNNING by a killed study: marked FAILED")
     with tracking.phase_run("main", {"config": path.name, "code_version": version, "workers": workers,
-                                     "force": force, "n_steps": len(grid.steps)}, tags=study) as parent_run_id:
+                                     "step_cpu_threads": os.environ.get("OMP_NUM_THREADS", "default"), "force": force,
+                                     "n_steps": len(grid.steps)}, tags=study) as parent_run_id:
         tracking.log_text(path.read_text(encoding="utf-8"), "config.yaml")
         experiment_id = mlflow.get_run(parent_run_id).info.experiment_id
         grid_run = GridRun(grid, version, forced, parent_run_id, experiment_id)

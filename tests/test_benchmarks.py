@@ -6,15 +6,27 @@ import torch
 
 from analysis.collect import tidy_table
 from benchmarks.analysis_scale import synthetic_runs
+from benchmarks.eval_precision import lang_adapter_options, summarize
 from benchmarks.methods_table import methods_markdown
-from benchmarks.overhead import StepProbe, adamw_groups, compare_loops, step_summary, timed_steps
-from benchmarks.run_all import demo_section, markdown_table, ratio_against
+from benchmarks.overhead import (StepProbe, adamw_groups, compare_loops, pool_rounds, round_order, step_summary,
+                                 timed_steps)
+from benchmarks.run_all import demo_section, markdown_table, precision_section, ratio_against
 
 
 def test_step_times_are_the_gaps_between_step_ends_after_the_warmup():
     seconds = timed_steps([10.0, 11.0, 13.0, 16.0, 20.0], warmup=1)
     assert seconds == [2.0, 3.0, 4.0]
     assert step_summary(seconds) == {"median_step_s": 3.0, "mean_step_s": 3.0, "timed_steps": 3}
+
+
+def test_rounds_alternate_the_loop_order_and_pool_step_times_keeping_the_first_losses_and_the_highest_peak():
+    assert [round_order(index) for index in range(3)] == [("xstilts", "bare"), ("bare", "xstilts"), ("xstilts", "bare")]
+    first = {"method": "madx", "loop": "bare", "step_seconds": [1.0, 3.0], "losses": [0.7], "peak_rss_mb": 900.0}
+    second = {"method": "madx", "loop": "bare", "step_seconds": [2.0, 10.0], "losses": [0.6], "peak_rss_mb": 950.0}
+    pooled = pool_rounds([first, second])
+    assert pooled["step_seconds"] == [1.0, 3.0, 2.0, 10.0]
+    assert (pooled["median_step_s"], pooled["mean_step_s"], pooled["timed_steps"]) == (2.5, 4.0, 4)
+    assert (pooled["losses"], pooled["peak_rss_mb"], pooled["rounds"]) == ([0.7], 950.0, 2)
 
 
 def test_loop_comparison_divides_step_times_and_compares_the_first_losses():
@@ -127,3 +139,37 @@ def test_methods_table_puts_each_target_run_in_a_column_with_averages_worked_out
                                      "false | madx freeze_word_embeddings true |") + 2:]
     assert [line.split(" | ")[0] for line in per_language] == ["| sw (low-resource)", "| yo (low-resource)", "| de",
                                                                "| en"]
+
+
+def precision_row(run: str, method: str, lang: str, fp32: float, bf16: float, seconds: tuple[float, float]) -> dict:
+    return {"train_run_id": run, "task": "panx", "method": method, "intermediate_task": "none", "lang": lang,
+            "metric": "f1", "fp32": fp32, "bf16": bf16, "fp32_run_seconds": seconds[0], "bf16_run_seconds": seconds[1]}
+
+
+def test_precision_summary_per_task_and_method_worked_out_by_hand(tmp_path):
+    rows = [precision_row("a", "full", "de", 50.0, 50.5, (10.0, 4.0)),
+            precision_row("a", "full", "sw", 40.0, 39.0, (10.0, 4.0)),
+            precision_row("b", "full", "de", 60.0, 60.0, (20.0, 6.0)),
+            precision_row("b", "full", "sw", 30.0, 31.0, (20.0, 6.0)),
+            precision_row("c", "madx", "de", 20.0, 20.25, (8.0, 5.0))]
+    full, madx = summarize(rows)
+    # |differences| 0.5, 1, 0, 1; run averages move by (0.5 - 1) / 2 = -0.25 (a) and (0 + 1) / 2 = 0.5 (b)
+    assert (full["task"], full["method"], full["target_runs"], full["languages"]) == ("panx", "full", 2, 4)
+    assert full["mean_abs_difference"] == pytest.approx(0.625)
+    assert full["max_abs_difference"] == pytest.approx(1.0)
+    assert full["max_abs_average_difference"] == pytest.approx(0.5)
+    assert (full["fp32_run_seconds"], full["bf16_run_seconds"]) == (15.0, 5.0)
+    assert (madx["method"], madx["max_abs_difference"], madx["fp32_run_seconds"]) == ("madx", 0.25, 8.0)
+    assert "not measured" in precision_section(None, tmp_path / "eval-precision.json")
+
+
+def test_language_adapters_of_a_rescored_run_come_from_its_per_language_params():
+    source, swahili = "a" * 32, "b" * 32
+    evaluate = pd.Series({"params.task": "panx", "params.langs": "en,sw,yo,de", "params.lang_adapter_run_id": source,
+                          "params.lang_adapter/panx/en": source, "params.lang_adapter/panx/sw": swahili,
+                          "params.lang_adapter/panx/yo": f"fallback source {source}",
+                          "params.lang_adapter/panx/de": f"fallback source {source}"})
+    assert lang_adapter_options(evaluate) == (swahili, "source")
+    full = pd.Series({"params.task": "xnli", "params.langs": "en,de", "params.lang_adapter/xnli/en": "none (method full)",
+                      "params.lang_adapter/xnli/de": float("nan")})
+    assert lang_adapter_options(full) == ("", "")

@@ -73,6 +73,31 @@ def test_evaluate_scores_the_files_it_writes(tiny_chain):
     assert "eval/xnli/en/accuracy" in run.data.metrics and "eval/xnli/fr/accuracy" not in run.data.metrics
 
 
+def test_evaluate_in_bf16_logs_its_precision_and_scores_its_own_predictions(tiny_chain):
+    target_id, fp32_id = tiny_chain[1:]
+    code, out = invoke(evaluate.main, ["--train-run-id", target_id, "--langs", "de", "--precision", "bf16"])
+    assert code == 0, out
+    client = MlflowClient()
+    bf16 = client.get_run(run_id_of(out, "evaluate"))
+    assert (bf16.data.params["eval_precision"], client.get_run(fp32_id).data.params["eval_precision"]) == (
+        "bf16", "fp32")
+    gold = [line.split("\t")[2] for line in
+            (data_root() / "xtreme/download/xnli/dev-de.tsv").read_text(encoding="utf-8").splitlines()[1998:]]
+    predicted = mlflow.artifacts.load_text(f"runs:/{bf16.info.run_id}/predictions/xnli/test-de.tsv").splitlines()
+    assert bf16.data.metrics["eval/xnli/de/accuracy"] == pytest.approx(
+        100 * sum(p == g for p, g in zip(predicted, gold)) / len(gold))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "tatoeba", "--precision", "bf16"], "--precision evaluate a trained `target` run"),
+    (["--train-run-id", "0123456789abcdef", "--precision", "fp16"], "precision fp16 needs a CUDA GPU"),
+])
+def test_evaluate_precision_bad_input(tracking_store, args, message):
+    code, out = invoke(evaluate.main, args)
+    assert_clean_failure(code, out, message)
+    assert all_runs() == []
+
+
 def read_tag_file(text: str) -> list[list[str]]:
     """XTREME's `read_tag`: one tag per line, sentences separated by blank lines."""
     return [block.split("\n") for block in text.strip("\n").split("\n\n")]

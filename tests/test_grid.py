@@ -322,3 +322,14 @@ def test_two_workers_run_independent_steps_at_once_on_a_tracking_server(tracking
     assert result.exit_code == 0 and "done 4, cached 0, failed 0" in result.output, result.output
     again = run_main(path, "--workers", "2")
     assert "done 0, cached 4" in again.output, again.output
+
+
+@pytest.mark.parametrize("workers, environ, expected", [
+    (1, {}, {}),  # torch's own default: a thread per physical core
+    (2, {}, {"OMP_NUM_THREADS": "8"}),
+    (3, {}, {"OMP_NUM_THREADS": "5"}),
+    (32, {}, {"OMP_NUM_THREADS": "1"}),
+    (2, {"OMP_NUM_THREADS": "4"}, {}),  # the user's setting stays
+])
+def test_steps_that_run_at_once_share_the_cores(workers, environ, expected):
+    assert main.step_cpu_threads(workers, environ, cpu_count=16) == expected

@@ -40,6 +40,10 @@ def test_main_runs_the_grid_as_child_runs_and_a_rerun_trains_nothing(tracking_st
     assert stilts.data.params["seed"] == "3"
     evaluated = next(run for run in children if run.data.params.get("train_run_id") == stilts.info.run_id)
     assert set(evaluated.data.metrics) >= {"eval/xnli/en/accuracy", "eval/xnli/sw/accuracy"}
+    # The entry point's MLproject params, as `mlflow run` logs them: the config's, and the declared defaults.
+    assert {name: evaluated.data.params.get(name) for name in ("langs", "batch_size", "eval_precision",
+                                                                "lang_adapter_fallback")} == {
+        "langs": "en,sw", "batch_size": "64", "eval_precision": "fp32", "lang_adapter_fallback": ""}
 
     again = CliRunner().invoke(main.main, ["--config", str(path)], catch_exceptions=False)
     assert again.exit_code == 0 and "done 0, cached 5" in again.output, again.output
