@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from transformers import TrainerCallback
@@ -100,8 +100,10 @@ class EnglishTraining:
 
 
 def train_english(task: str, model: ResolvedModel, tokenizer, config: TrainConfig, output_dir: Path,
-                  train_source: str = "", select_holdout: int = 0) -> EnglishTraining:
-    """`target`'s training, without tracking: English stages of `task` under its auto protocol."""
+                  train_source: str = "", select_holdout: int = 0, extra_callbacks: Sequence = ()
+                  ) -> EnglishTraining:
+    """`target`'s training, without tracking: English stages of `task` under its auto protocol; `extra_callbacks` go
+    to the Trainer of every stage."""
     spec = get_task(task)
     protocol = resolve_protocol(spec, "auto")
     stages = training_stages(spec, protocol, ZERO_SHOT_SOURCE_LANG, train_source=train_source,
@@ -110,7 +112,7 @@ def train_english(task: str, model: ResolvedModel, tokenizer, config: TrainConfi
 
     def timer_for(stage):
         timers.append(EpochTimer())
-        return [timers[-1]]
+        return [timers[-1], *extra_callbacks]
 
     result = train(spec, model, tokenizer, stages, ZERO_SHOT_SOURCE_LANG, config, output_dir, callbacks_for=timer_for)
     tokens = sum(_token_count(stage, tokenizer, config) for stage in stages) * config.epochs

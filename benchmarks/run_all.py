@@ -3,10 +3,11 @@
     python -m benchmarks.run_all [--quick] [--out benchmarks/results/latest]
 
 Runs here: framework overhead (`benchmarks.overhead`, full and MAD-X), evaluation throughput
-(`benchmarks.eval_throughput`) and analysis time over synthetic runs (`benchmarks.analysis_scale`); their JSON files go
-to --out. Read, not run: the GPU path (`benchmarks.gpu_path` on a GPU machine, --gpu-results), the metric effect of
-bf16 evaluation on a study's trained runs (`benchmarks.eval_precision`, --precision-results: it needs a tracking store
-with trained runs, e.g. the demo's) and the demo grid's wall and cache-hit rerun times (--demo-results, a JSON file
+(`benchmarks.eval_throughput`), vocabulary trimming (`benchmarks.vocab_trim`) and analysis time over synthetic runs
+(`benchmarks.analysis_scale`); their JSON files go to --out. Read, not run: the GPU path (`benchmarks.gpu_path` on a
+GPU machine, --gpu-results), the metric effect of bf16 evaluation on a study's trained runs
+(`benchmarks.eval_precision`, --precision-results: it needs a tracking store with trained runs, e.g. the demo's) and
+the demo grid's wall and cache-hit rerun times (--demo-results, a JSON file
 {"wall_s": ..., "rerun_s": ..., "machine": ...} written by whoever ran the demo); a missing file is reported as not
 measured. --quick shrinks every run (a smoke test: its
 numbers are not measurements).
@@ -24,13 +25,15 @@ from benchmarks.analysis_scale import run_analysis_scale
 from benchmarks.common import machine
 from benchmarks.eval_throughput import run_eval_throughput
 from benchmarks.overhead import run_overhead
+from benchmarks.vocab_trim import run_vocab_trim
+from components.tasks import get_task
 
 OVERHEAD_TARGET = 1.10  # xstilts / bare step time, at most
 THROUGHPUT_TARGET = 3.0  # sorted, dynamically padded evaluation vs naive, at least
 FULL_SIZES = {"overhead_steps": 30, "overhead_warmup": 5, "overhead_rounds": 2, "eval_examples": 512,
-              "analysis_runs": 10_000}
+              "trim_examples": 640, "analysis_runs": 10_000}
 QUICK_SIZES = {"overhead_steps": 6, "overhead_warmup": 1, "overhead_rounds": 1, "eval_examples": 64,
-               "analysis_runs": 1_000}
+               "trim_examples": 64, "analysis_runs": 1_000}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOT_MEASURED = "not measured"
 MEMORY_LABELS = {"peak_rss_mb": "peak RSS (MB)", "peak_gpu_mb": "peak GPU memory (MB)"}
@@ -104,6 +107,22 @@ def precision_section(precision: dict | None, source: Path) -> str:
                               "evaluate run fp32 / bf16"), rows))
 
 
+def trim_section(trim: dict) -> str:
+    rows = [("frozen" if r["freeze_word_embeddings"] else "trainable", "yes" if r["trim_vocabulary"] else "no",
+             f"{r['embedding_rows']:,}", f"{r['trainable_params']:,}", f"{r['seconds_per_step']:.3f}",
+             f"{r['peak_rss_mb']:,.0f}", f"{r['select_score']:.2f}") for r in trim["results"]]
+    settings = trim["settings"]
+    return ("## Vocabulary trimming\n\n"
+            f"Full fine-tuning on English {settings['task']} ({settings['examples']} training items, one epoch at lr "
+            f"{settings['config']['lr']}, batch size {settings['config']['batch_size']}, max length "
+            f"{settings['config']['max_length']}), with and "
+            "without `trim_vocabulary`, word embeddings frozen (the default) and trainable; each run in a process of "
+            "its own (`benchmarks/vocab_trim.py`). Trainable parameters are counted on the model handed on, whose "
+            "vocabulary is whole again.\n\n"
+            + markdown_table(("word embeddings", "trimmed", "embedding rows in training", "trainable params", "s/step",
+                              "peak RSS (MB)", f"English select {get_task(settings['task']).headline_metric}"), rows))
+
+
 def methods_section(overhead: dict) -> str:
     memory_keys = [key for key in MEMORY_LABELS if key in overhead["results"][0]]
     rows = [(row["method"], f"{row['median_step_s']:.3f}", f"{row['trainable_params']:,}",
@@ -157,14 +176,15 @@ def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def benchmarks_markdown(command: str, date: str, quick: bool, overhead: dict, throughput: dict, scale: dict,
-                        gpu_source: Path, demo_source: Path, precision_source: Path) -> str:
+def benchmarks_markdown(command: str, date: str, quick: bool, overhead: dict, throughput: dict, trim: dict,
+                        scale: dict, gpu_source: Path, demo_source: Path, precision_source: Path) -> str:
     warning = ("\n**Quick run (`--quick`): tiny step and example counts, a smoke test of the benchmarks; the numbers "
                "below are not measurements.**\n" if quick else "")
     return (f"# Benchmarks\n\nRewritten by `{command}` on {date}.\n{warning}\n"
             f"Machine: {describe_machine(machine())}.\n\n"
             + "\n".join((overhead_section(overhead), throughput_section(throughput),
                          precision_section(read_json(precision_source), precision_source), methods_section(overhead),
+                         trim_section(trim),
                          gpu_section(read_json(gpu_source), gpu_source), analysis_section(scale),
                          demo_section(read_json(demo_source), demo_source))))
 
@@ -186,10 +206,11 @@ def main(quick: bool, out_dir: Path, gpu_results: Path, demo_results: Path, prec
     overhead = run_overhead(out_dir, steps=sizes["overhead_steps"], warmup=sizes["overhead_warmup"],
                             rounds=sizes["overhead_rounds"])
     throughput = run_eval_throughput(out_dir, examples_per_task=sizes["eval_examples"])
+    trim = run_vocab_trim(out_dir, examples=sizes["trim_examples"])
     scale = run_analysis_scale(out_dir, n_runs=sizes["analysis_runs"])
     command = " ".join(["python -m benchmarks.run_all", *sys.argv[1:]])
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    markdown.write_text(benchmarks_markdown(command, date, quick, overhead, throughput, scale, gpu_results,
+    markdown.write_text(benchmarks_markdown(command, date, quick, overhead, throughput, trim, scale, gpu_results,
                                             demo_results, precision_results), encoding="utf-8")
     click.echo(f"wrote {markdown}")
 

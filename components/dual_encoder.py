@@ -60,6 +60,9 @@ class DualEncoder(torch.nn.Module):
     def get_input_embeddings(self) -> torch.nn.Module:
         return self.encoder.get_input_embeddings()
 
+    def set_input_embeddings(self, embeddings: torch.nn.Module) -> None:
+        self.encoder.set_input_embeddings(embeddings)
+
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return torch.nn.functional.normalize(pool(hidden, attention_mask, POOLING), dim=-1)

@@ -260,6 +260,8 @@ def train_multitask(mixture: Mixture, init: ResolvedModel, tokenizer, config: Tr
                     callbacks: Sequence = ()) -> MultiTaskResult:
     """Trains `init`'s encoder on all of `mixture`'s tasks at once, with a fresh head per task, and keeps the epoch
     with the best mean headline metric."""
+    if config.trim_vocabulary:
+        raise XstiltsInputError("trim_vocabulary is for one task at a time, not multi-task intermediate training")
     torch.manual_seed(config.seed)
     # The encoder is loaded on its own so that it has the pooler multiple-choice heads read, whichever task comes first.
     model = MultiTaskModel(load_model(init), {task.name: load_task_model(task.spec, init) for task in mixture.tasks})

@@ -19,6 +19,7 @@ from components.errors import XstiltsInputError
 from components.models import ResolvedModel, load_pretrained
 from components.tasks import TaskSpec, get_task
 from components.task_types import handler_for
+from components.vocabulary import TrimmedVocabulary
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -56,6 +57,8 @@ class TrainConfig:
     fused_adamw: bool = False
     accumulation_steps: int = 1
     compile_model: bool = False
+    # Train on the word-embedding rows of the tokens the data uses only (components/vocabulary.py); full fine-tuning.
+    trim_vocabulary: bool = False
     # Selection evaluations per epoch: more than one gives early stopping and tuning's pruner points inside an epoch.
     evals_per_epoch: int = 1
 
@@ -118,18 +121,29 @@ def train(spec: TaskSpec, init: ResolvedModel, tokenizer, stages: Sequence[Train
         check_selection_language(stage.train, train_lang)
         if get_task(stage.task).task_type is not spec.task_type:
             raise XstiltsInputError(f"stage task {stage.task} is not of {spec.name}'s type {spec.task_type.value}")
+    if config.trim_vocabulary and setup_model:
+        raise XstiltsInputError("trim_vocabulary is for full fine-tuning: adapter methods train no word embeddings")
     labels = spec.labels
+    encoded = [StageFeatures.encode(handler, tokenizer, stage, config, labels) for stage in stages]
     torch.manual_seed(config.seed)
     model = load_task_model(spec, init)
     if setup_model:
         setup_model(model)
     elif config.freeze_word_embeddings:
         freeze_word_embeddings(model)
-    for number, stage in enumerate(stages, start=1):
-        trainer = _stage_trainer(spec, handler, model, tokenizer, stage, config, output_dir / f"stage{number}",
+    if config.trim_vocabulary:
+        vocabulary = TrimmedVocabulary.of([features for stage in encoded for features in (stage.train, stage.select)],
+                                          tokenizer.all_special_ids, tokenizer.pad_token_id,
+                                          model.get_input_embeddings().num_embeddings)
+        encoded = [stage.renumbered(vocabulary) for stage in encoded]
+        full_embeddings = vocabulary.shrink(model)
+    for number, (stage, features) in enumerate(zip(stages, encoded), start=1):
+        trainer = _stage_trainer(spec, handler, model, tokenizer, features, config, output_dir / f"stage{number}",
                                  callbacks_for(stage))
         trainer.train()
         model = trainer.model  # load_best_model_at_end has restored the stage's best epoch
+    if config.trim_vocabulary:
+        vocabulary.restore(model, full_embeddings)
     return TrainResult(
         model=model, labels=labels,
         select_metrics={spec.headline_metric: trainer.state.best_metric},  # the last stage selects on spec's dev
@@ -155,20 +169,36 @@ class OrderedEvaluationTrainer(Trainer):
         return SequentialSampler(eval_dataset)
 
 
-def _stage_trainer(spec: TaskSpec, handler, model, tokenizer, stage: TrainingData, config: TrainConfig,
+@dataclass(frozen=True)
+class StageFeatures:
+    """One stage's model inputs: its training features, and its selection examples with their features."""
+
+    train: list[dict]
+    select_examples: Sequence[Example]
+    select: list[dict]
+
+    @classmethod
+    def encode(cls, handler, tokenizer, stage: TrainingData, config: TrainConfig, labels) -> "StageFeatures":
+        select_examples = config.select_subset(stage.select)
+        return cls(handler.encode(config.train_subset(stage.train), tokenizer, config.max_length, labels),
+                   select_examples, handler.encode(select_examples, tokenizer, config.max_length, labels))
+
+    def renumbered(self, vocabulary: TrimmedVocabulary) -> "StageFeatures":
+        return StageFeatures(vocabulary.renumber(self.train), self.select_examples, vocabulary.renumber(self.select))
+
+
+def _stage_trainer(spec: TaskSpec, handler, model, tokenizer, features: StageFeatures, config: TrainConfig,
                    output_dir: Path, callbacks: Sequence) -> Trainer:
     labels = spec.labels
-    train_examples = config.train_subset(stage.train)
-    select_examples = config.select_subset(stage.select)
-    select_features = handler.encode(select_examples, tokenizer, config.max_length, labels)
     return OrderedEvaluationTrainer(
         model=model,
         args=_training_arguments(spec, config, output_dir),
-        train_dataset=handler.encode(train_examples, tokenizer, config.max_length, labels),
-        eval_dataset=select_features,
+        train_dataset=features.train,
+        eval_dataset=features.select,
         data_collator=handler.collator(tokenizer),
         compute_metrics=lambda prediction: handler.selection_metrics(prediction.predictions, prediction.label_ids,
-                                                                     select_features, select_examples, labels),
+                                                                     features.select, features.select_examples,
+                                                                     labels),
         callbacks=trainer_callbacks(config, callbacks),
     )
 

@@ -68,6 +68,10 @@ TRAIN_OPTIONS = (
                  help="Gradient accumulation: optimizer steps see batch-size x accumulation-steps examples."),
     click.option("--compile-model", type=bool, default=_DEFAULTS.compile_model, show_default=True,
                  help="torch.compile the model before training."),
+    click.option("--trim-vocabulary", type=bool, default=_DEFAULTS.trim_vocabulary, show_default=True,
+                 help="Full fine-tuning: train only the word-embedding rows of the tokens the training and selection "
+                      "data use, written back into the full matrix at the end (saves the memory and optimizer work "
+                      "of the rest; see README: Speed)."),
     click.option("--train-source", default="",
                  help="Train on this task's English train split instead of the registry's sources (e.g. tydiqa for "
                       "xquad/mlqa: no SQuAD offline); empty = the registry's. Logged as train_source_override."),

@@ -68,7 +68,7 @@ def test_selection_evaluates_features_in_their_order(tiny_model_dir, tmp_path):
     # QA selection pairs the i-th prediction with the i-th window; length grouping must not reorder evaluation.
     from components.data import TrainingData
     from components.models import resolve_model
-    from components.training import _stage_trainer, load_task_model
+    from components.training import StageFeatures, _stage_trainer, load_task_model
 
     spec = get_task("xnli")
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -76,7 +76,9 @@ def test_selection_evaluates_features_in_their_order(tiny_model_dir, tmp_path):
                 for i in range(60)]
     stage = TrainingData("xnli", examples, examples, {})
     model = load_task_model(spec, resolve_model(str(tiny_model_dir)))
-    trainer = _stage_trainer(spec, handler_for(spec), model, tokenizer, stage, TrainConfig(batch_size=8), tmp_path, [])
+    config = TrainConfig(batch_size=8)
+    features = StageFeatures.encode(handler_for(spec), tokenizer, stage, config, spec.labels)
+    trainer = _stage_trainer(spec, handler_for(spec), model, tokenizer, features, config, tmp_path, [])
     lengths = [int(batch["attention_mask"][0].sum()) for batch in trainer.get_eval_dataloader()]
     expected = [len(feature["input_ids"]) for feature in handler_for(spec).encode(examples, tokenizer, 128,
                                                                                   spec.labels)][::16]
