@@ -5,12 +5,22 @@ Definitions (the report states the same):
 - **Configuration**: (method, model, intermediate task, intermediate source language); `intermediate_task = none` is
   the no-intermediate baseline. **Cell**: a configuration x target task x score metric (see `benchmark`).
 - **Per-language score**: mean over seeds of a value; std over seeds (sample std, ddof=1; empty with one seed).
-  Seed `none` marks a deterministic run (retrieval straight from an encoder): it counts as one seed.
+  Seed `none` marks a deterministic run (retrieval straight from an encoder): it counts as one seed. A configuration
+  whose runs of one target task have both seed `none` and numbered seeds (e.g. an untrained encoder and the encoder
+  of a seeded `target` run, which share the configuration's params) holds two different models: that task's values
+  of the configuration are refused (no score, average or gain), and a note names the seeds.
 - **Evaluation split**: every score names the split it was scored on (`eval_split`: `test`, or `dev` where the
   benchmark's test labels are not available for that language; `a+b` where runs of one configuration differ;
   `unrecorded` for runs older than the `eval_split` param). A task whose languages were scored on different splits is
   marked `mixed: <split of most languages>, <other split> in <its languages>` in the task tables, and noted: its
   averages mix the splits. Gains pair a language's scores only when both were scored on the same split.
+- **Optimistic score**: a value whose evaluate run logged why it is optimistic (`optimistic/<task>/<lang>`: BUCC's F1
+  on the dev gold its threshold was tuned on; under the standard and target-dev protocols, an English score on the
+  English dev split the model was selected on). Its reason is shown (`optimistic`) in the per-language scores and
+  the task averages, which keep it, and listed in the report. The benchmark scores leave it out unless
+  `include_optimistic` (`--include-optimistic`) is set: a task enters with its average over its other languages, and
+  a task with no other language (BUCC) is left out of its group and the overall score; their `optimistic` column
+  names what was left out (or included), and `tasks` the tasks that entered.
 - **Complete cell**: every expected seed has a value in every language of the task's list. Expected seeds: every
   seed that runs of the same method, model and target task have, in any configuration (`none` only for a cell whose
   runs are all deterministic). An incomplete cell is flagged, with what it lacks, and enters no average: an average is
@@ -20,8 +30,9 @@ Definitions (the report states the same):
 - **Benchmark scores** (`benchmark.XTREME_R`, `benchmark.XTREME`): a group score is the mean of its tasks' averages
   (each the mean over its seeds) and the overall score the mean over all the benchmark's tasks (unweighted, as the
   official `all_task`), each in both QA variants. The std over seeds is that of the per-seed scores when every task
-  involved has the same seeds, and is left out (with a note) when they differ (e.g. a deterministic retrieval task).
-  Computed only when every task involved is complete.
+  involved has the same seeds. When they differ, the score is the mean of the tasks' seed means, without a std, and
+  the note names each seed that some tasks lack (`seed 3 missing in xnli, panx`) and the deterministic tasks
+  (`tatoeba deterministic (seed none)`). Computed only when every task involved is complete.
 - **Low-resource average**: per seed, the mean over the task's languages that are in the low-resource list; complete
   cells only.
 - **Gain over the baseline**: per seed, configuration minus the no-intermediate run of the same method and model
@@ -54,7 +65,9 @@ NO_SEED = "none"
 REFERENCE_METHOD = "full"
 MIN_CORRELATION_POINTS = 5
 COVERAGE_COLUMNS = (*CELL, "n_langs", "n_seeds", "complete", "missing_langs", "missing_seeds", "note")
-BENCHMARK_COLUMNS = (*CONFIG, "benchmark", "group", "qa_variant", "score", "score_std", "n_seeds", "tasks", "note")
+BENCHMARK_COLUMNS = (*CONFIG, "benchmark", "group", "qa_variant", "score", "score_std", "n_seeds", "tasks",
+                     "optimistic", "note")
+OPTIMISTIC_COLUMNS = (*CONFIG, "target_task", "langs", "optimistic")
 _SCORE_KEYS = {f"{task}/{metric}" for task in TASKS for metric in score_metrics(task)}
 
 
@@ -68,6 +81,8 @@ class Settings:
     # A study evaluated on some languages only (the demo): averages and completeness over each task's languages among
     # these. Empty = every language of the registry (the benchmarks' definitions).
     langs: tuple[str, ...] = ()
+    # Optimistic scores (see the module docstring) enter the benchmark scores only when asked for.
+    include_optimistic: bool = False
 
     def langs_by_task(self) -> dict[str, tuple[str, ...]]:
         if not self.langs:
@@ -105,38 +120,42 @@ class Analysis:
     language_method_differences: pd.DataFrame
     task_method_differences: pd.DataFrame
     correlations: pd.DataFrame
+    optimistic: pd.DataFrame
     notes: tuple[str, ...]
 
 
 def analyse(tidy: pd.DataFrame, distances: pd.DataFrame, settings: Settings) -> Analysis:
     """All tables from the tidy table and the source-target distances (`typology.DISTANCE_COLUMNS`)."""
-    values = with_language_splits(with_em_f1(tidy))
+    values, refused = without_mixed_seeds(with_language_labels(with_em_f1(tidy)))
     scores = score_table(values)
-    per_language = over_seeds(values, [*CELL, "lang", "eval_split"], ["value"])
+    per_language = over_seeds(values, [*CELL, "lang", "eval_split", "optimistic"], ["value"])
     task_splits = split_labels(per_language, list(CELL))
     scope = settings.langs_by_task()
+    labels = optimistic_labels(values)
+    optimistic = optimistic_table(labels)
     coverage = cell_coverage(scores, scope)
     per_seed = task_average_per_seed(scores, coverage, scope)
     by_language = scores.rename(columns={"value": "gain"})
     by_task = per_seed.rename(columns={"avg": "gain", "avg_no_en": "gain_no_en"})
     language_gains = with_distance(compare(by_language, ["gain"], INTERMEDIATE_GAIN, settings), distances)
     configs = scores[list(CONFIG)].drop_duplicates()
-    notes = (*coverage.loc[~coverage["complete"], "note"],
+    notes = (*refused, *coverage.loc[~coverage["complete"], "note"], *optimistic_notes(optimistic, settings),
              *comparison_notes(configs, INTERMEDIATE_GAIN), *comparison_notes(configs, METHOD_DIFFERENCE),
              *split_notes(task_splits), *split_mismatch_notes(scores, INTERMEDIATE_GAIN),
              *split_mismatch_notes(scores, METHOD_DIFFERENCE), *distance_notes(distances))
     return Analysis(
         per_language=per_language,
         coverage=coverage,
-        task_averages=task_averages(per_seed, coverage, task_splits),
-        benchmark_scores=pd.concat([benchmark_scores(scores, benchmark) for benchmark in BENCHMARKS],
-                                   ignore_index=True),
+        task_averages=task_averages(per_seed, coverage, task_splits, labels, scope),
+        benchmark_scores=pd.concat([benchmark_scores(scores, benchmark, labels, settings.include_optimistic)
+                                    for benchmark in BENCHMARKS], ignore_index=True),
         low_resource=low_resource_averages(scores, coverage, settings.low_resource_langs, scope),
         language_gains=language_gains,
         task_gains=compare(by_task, ["gain", "gain_no_en"], INTERMEDIATE_GAIN, settings),
         language_method_differences=compare(by_language, ["gain"], METHOD_DIFFERENCE, settings),
         task_method_differences=compare(by_task, ["gain", "gain_no_en"], METHOD_DIFFERENCE, settings),
         correlations=distance_correlations(language_gains),
+        optimistic=optimistic,
         notes=notes,
     )
 
@@ -154,18 +173,72 @@ def config_label(row):
 
 def with_em_f1(tidy: pd.DataFrame) -> pd.DataFrame:
     """The tidy values plus, for QA tasks, an `em_f1_mean` = (exact_match + f1) / 2 value per run and language."""
-    keys = ["run_id", *CONFIG, "target_task", "seed", "lang", "eval_split"]
+    keys = ["run_id", *CONFIG, "target_task", "seed", "lang", "eval_split", "optimistic"]
     qa = tidy[tidy["target_task"].map(is_qa)]
     both = qa[qa["metric"] == "f1"].merge(qa[qa["metric"] == "exact_match"], on=keys, suffixes=("", "_em"))
     em_f1 = both[keys].assign(metric=EM_F1_MEAN, value=(both["value"] + both["value_em"]) / 2)
     return pd.concat([tidy[[*keys, "metric", "value"]], em_f1], ignore_index=True)
 
 
-def with_language_splits(values: pd.DataFrame) -> pd.DataFrame:
-    """`values` with one `eval_split` per configuration, task and language: its runs' split, or their splits joined
-    by `+` where runs differ (so that each per-language score has one label)."""
-    splits = values.groupby([*CONFIG, "target_task", "lang"])["eval_split"]
-    return values.assign(eval_split=splits.transform(lambda labels: "+".join(sorted(set(labels)))))
+def with_language_labels(values: pd.DataFrame) -> pd.DataFrame:
+    """`values` with one `eval_split` and one `optimistic` per configuration, task and language (so that each
+    per-language score has one label): its runs' split, or their splits joined by `+` where runs differ; the reasons
+    any of its runs gave for being optimistic, joined by `; ` ("" when none did)."""
+    return values.assign(eval_split=_per_language(values, "eval_split", "+"),
+                         optimistic=_per_language(values, "optimistic", "; ", ignored=""))
+
+
+def _per_language(values: pd.DataFrame, column: str, separator: str, ignored: str | None = None) -> np.ndarray:
+    """For each row of `values`, the distinct `column` values (but `ignored`) of its configuration, task and language,
+    sorted and joined by `separator` ("" when none)."""
+    keys = [*CONFIG, "target_task", "lang"]
+    distinct = values.loc[values[column] != ignored, [*keys, column]].drop_duplicates().sort_values(column)
+    several = distinct.duplicated(keys, keep=False)  # rare: only these need a join
+    joined = distinct[several].groupby(keys, as_index=False)[column].agg(separator.join)
+    labels = pd.concat([distinct[~several], joined], ignore_index=True)
+    return values[keys].merge(labels, on=keys, how="left")[column].fillna("").to_numpy()
+
+
+def without_mixed_seeds(values: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """`values` without the configurations' target tasks whose runs have both seed `none` and numbered seeds (two
+    different models under one configuration), and a note for each."""
+    keys = [*CONFIG, "target_task"]
+    seeds = values.groupby(keys)["seed"].agg(set)
+    mixed = seeds[seeds.map(lambda found: NO_SEED in found and len(found) > 1)]
+    notes = [f"{config_label(dict(zip(keys, key)))} × {key[-1]}: runs with seed {NO_SEED} (deterministic, e.g. "
+             f"retrieval straight from an encoder) and with seed(s) {', '.join(sorted(found - {NO_SEED}))}: two "
+             f"different models under one configuration: refused, in no score, average or gain (tell them apart "
+             f"with --tags or --parent-run-id)"
+             for key, found in mixed.items()]
+    return values[~pd.MultiIndex.from_frame(values[keys]).isin(mixed.index)], notes
+
+
+def optimistic_labels(values: pd.DataFrame) -> pd.DataFrame:
+    """The optimistic (configuration, task, language) scores with their reason (see `with_language_labels`)."""
+    labelled = values[values["optimistic"] != ""]
+    return labelled[[*CONFIG, "target_task", "lang", "optimistic"]].drop_duplicates().reset_index(drop=True)
+
+
+def optimistic_table(labels: pd.DataFrame) -> pd.DataFrame:
+    """`OPTIMISTIC_COLUMNS`: per configuration, task and reason, the languages it labels (comma-separated)."""
+    grouped = labels.groupby([*CONFIG, "target_task", "optimistic"], sort=True)["lang"]
+    return grouped.agg(lambda langs: ",".join(sorted(langs))).rename("langs").reset_index()[list(OPTIMISTIC_COLUMNS)]
+
+
+def optimistic_policy(include_optimistic: bool) -> str:
+    """What the benchmark scores do with the optimistic scores, in words."""
+    if include_optimistic:
+        return "included in the benchmark scores (--include-optimistic)"
+    return "left out of the benchmark scores (--include-optimistic keeps them)"
+
+
+def optimistic_notes(optimistic: pd.DataFrame, settings: Settings) -> list[str]:
+    return [f"{config_label(row)} × {row['target_task']}: optimistic in {row['langs']} ({row['optimistic']}): "
+            f"labelled; {optimistic_policy(settings.include_optimistic)}" for _, row in optimistic.iterrows()]
+
+
+def _within(labels: pd.DataFrame, langs_by_task: dict[str, tuple[str, ...]]) -> pd.DataFrame:
+    return labels.merge(_language_scope(langs_by_task), on=["target_task", "lang"])
 
 
 def split_label(langs_by_split: dict[str, list[str]]) -> str:
@@ -274,47 +347,89 @@ def task_average_per_seed(scores: pd.DataFrame, coverage: pd.DataFrame,
     return averages.reset_index()
 
 
-def task_averages(per_seed: pd.DataFrame, coverage: pd.DataFrame, task_splits: pd.DataFrame) -> pd.DataFrame:
-    """Every cell: its evaluation split(s) (`split_labels`), task average with and without English over seeds, or
-    empty values and the coverage note."""
+def task_averages(per_seed: pd.DataFrame, coverage: pd.DataFrame, task_splits: pd.DataFrame, labels: pd.DataFrame,
+                  langs_by_task: dict[str, tuple[str, ...]]) -> pd.DataFrame:
+    """Every cell: its evaluation split(s) (`split_labels`), its optimistic languages with their reasons
+    (`<langs>: <reason>; ...` over the languages of `langs_by_task`), task average with and without English over
+    seeds, or empty values and the coverage note."""
     summary = over_seeds(per_seed, list(CELL), ["avg", "avg_no_en"]).drop(columns="n_seeds")
+    task = [*CONFIG, "target_task"]
+    in_scope = optimistic_table(_within(labels, langs_by_task))
+    reasons = (in_scope["langs"] + ": " + in_scope["optimistic"]).groupby([in_scope[key] for key in task]).agg(
+        "; ".join).rename("optimistic").reset_index()
     cells = coverage[[*CELL, "n_langs", "n_seeds", "note"]].merge(task_splits, on=list(CELL), how="left")
+    cells = cells.merge(reasons, on=task, how="left").fillna({"optimistic": ""})
     return cells.merge(summary, on=list(CELL), how="left")
 
 
-def benchmark_scores(scores: pd.DataFrame, benchmark: Benchmark) -> pd.DataFrame:
-    """Group and overall scores of `benchmark` per configuration, in both QA variants (see the module docstring)."""
+def benchmark_scores(scores: pd.DataFrame, benchmark: Benchmark, labels: pd.DataFrame,
+                     include_optimistic: bool = False) -> pd.DataFrame:
+    """Group and overall scores of `benchmark` per configuration, in both QA variants, the optimistic scores (`labels`)
+    left out unless `include_optimistic` (see the module docstring)."""
     coverage = cell_coverage(scores, benchmark.langs)
-    per_seed = task_average_per_seed(scores, coverage, benchmark.langs)
-    configs = pd.MultiIndex.from_frame(coverage[list(CONFIG)].drop_duplicates())
-    tables = []
-    for variant in QA_VARIANTS:
+    flagged = _within(labels, benchmark.langs)
+    trusted = scores
+    if not include_optimistic:
+        keys = [*CONFIG, "target_task", "lang"]
+        trusted = scores[~pd.MultiIndex.from_frame(scores[keys]).isin(pd.MultiIndex.from_frame(flagged[keys]))]
+    per_seed = task_average_per_seed(trusted, coverage, benchmark.langs)
+    optimistic_langs: dict[tuple, dict[str, list[str]]] = {}
+    for *config, task, lang in flagged[[*CONFIG, "target_task", "lang"]].sort_values("lang").itertuples(index=False):
+        optimistic_langs.setdefault(tuple(config), {}).setdefault(task, []).append(lang)
+    # Plain dicts (configuration -> task -> seed -> task average): thousands of small groups cost little this way.
+    averages: dict[str, dict[tuple, dict[str, dict[str, float]]]] = {variant: {} for variant in QA_VARIANTS}
+    for variant, by_config in averages.items():
         chosen = per_seed[per_seed["metric"] == per_seed["target_task"].map(lambda task: score_metric(task, variant))]
-        by_seed = chosen.set_index([*CONFIG, "seed", "target_task"])["avg"].unstack("target_task").reindex(
-            columns=list(benchmark.tasks))
-        for group, tasks in [*benchmark.groups.items(), ("overall", benchmark.tasks)]:
-            tables.append(_group_scores(by_seed[list(tasks)], configs).reset_index().assign(
-                benchmark=benchmark.name, group=group, qa_variant=variant, tasks=",".join(tasks)))
-    return pd.concat(tables, ignore_index=True)[list(BENCHMARK_COLUMNS)]
+        for *config, task, seed, average in chosen[[*CONFIG, "target_task", "seed", "avg"]].itertuples(index=False):
+            by_config.setdefault(tuple(config), {}).setdefault(task, {})[seed] = average
+    rows = []
+    for config in coverage[list(CONFIG)].drop_duplicates().itertuples(index=False):
+        for variant, by_config in averages.items():
+            for group, tasks in [*benchmark.groups.items(), ("overall", benchmark.tasks)]:
+                rows.append({**config._asdict(), "benchmark": benchmark.name, "group": group, "qa_variant": variant,
+                             **_group_score(by_config.get(tuple(config), {}),
+                                            {task: benchmark.langs[task] for task in tasks},
+                                            optimistic_langs.get(tuple(config), {}), include_optimistic)})
+    return pd.DataFrame(rows, columns=list(BENCHMARK_COLUMNS)).astype({"n_seeds": "Int64"})
 
 
-def _group_scores(by_seed: pd.DataFrame, configs: pd.MultiIndex) -> pd.DataFrame:
-    """Score, std and seeds of one task group per configuration, from task averages by (configuration, seed)."""
-    present = by_seed.notna()
-    grouped = present.groupby(level=list(CONFIG))
-    table = pd.DataFrame({"score": by_seed.groupby(level=list(CONFIG)).mean().mean(axis=1, skipna=False)})
-    # Per-seed scores exist only when every task has every seed: then the seeds' spread is the score's.
-    same_seeds = (present.all(axis=1) == present.any(axis=1)).groupby(level=list(CONFIG)).all()
-    per_seed = by_seed.mean(axis=1, skipna=False).groupby(level=list(CONFIG))
-    table["score_std"] = per_seed.std().where(same_seeds)
-    table["n_seeds"] = per_seed.count().where(same_seeds).astype("Int64")
-    missing = ~grouped.any()
-    table["note"] = [
-        f"not computed: no run or no complete cell for {', '.join(by_seed.columns[flags])}" if flags.any()
-        else "" if same else "its tasks have different seeds: mean of their seed means, no std"
-        for flags, same in zip(missing.to_numpy(), same_seeds)]
-    table = table.reindex(configs)
-    return table.fillna({"note": f"not computed: no run or no complete cell for {', '.join(by_seed.columns)}"})
+def _group_score(averages: dict[str, dict[str, float]], langs_by_task: dict[str, tuple[str, ...]],
+                 optimistic_langs: dict[str, list[str]], include_optimistic: bool) -> dict:
+    """Score, std, seeds, tasks, optimistic languages and note of one task group of a configuration, from its task
+    averages (task -> seed -> average, without the optimistic values unless `include_optimistic`)."""
+    flagged = [f"{task} {','.join(optimistic_langs[task])}" for task in langs_by_task if task in optimistic_langs]
+    left_out = [] if include_optimistic else [task for task, langs in langs_by_task.items()
+                                              if set(langs) <= set(optimistic_langs.get(task, ()))]
+    used = [task for task in langs_by_task if task not in left_out]
+    row = {"score": np.nan, "score_std": np.nan, "n_seeds": pd.NA, "tasks": ",".join(used),
+           "optimistic": f"{'included' if include_optimistic else 'left out'}: {'; '.join(flagged)}" if flagged
+           else "", "note": ""}
+    seeds = {task: set(averages.get(task, {})) for task in used}
+    missing = [task for task in used if not seeds[task]]
+    if not used:
+        row["note"] = "not computed: every task's scores are optimistic (--include-optimistic keeps them)"
+    elif missing:
+        row["note"] = f"not computed: no run or no complete cell for {', '.join(missing)}"
+    elif len({frozenset(found) for found in seeds.values()}) == 1:
+        # Every task has every seed: the per-seed scores exist, and their spread is the score's.
+        per_seed = [np.mean([averages[task][seed] for task in used]) for seed in seeds[used[0]]]
+        row.update(score=np.mean(per_seed), score_std=np.std(per_seed, ddof=1) if len(per_seed) > 1 else np.nan,
+                   n_seeds=len(per_seed))
+    else:
+        row.update(score=np.mean([np.mean(list(averages[task].values())) for task in used]),
+                   note=f"its tasks have different seeds: mean of their seed means, no std ({_seed_gaps(seeds)})")
+    return row
+
+
+def _seed_gaps(seeds: dict[str, set[str]]) -> str:
+    """`seed 3 missing in xnli, panx; tatoeba deterministic (seed none)`: per numbered seed, the tasks that lack it."""
+    deterministic = [task for task, found in seeds.items() if found == {NO_SEED}]
+    numbered = sorted(set().union(*seeds.values()) - {NO_SEED}, key=lambda seed: (len(seed), seed))
+    gaps = [f"seed {seed} missing in {', '.join(lacking)}" for seed in numbered
+            if (lacking := [task for task, found in seeds.items() if seed not in found and task not in deterministic])]
+    if deterministic:
+        gaps.append(f"{', '.join(deterministic)} deterministic (seed {NO_SEED})")
+    return "; ".join(gaps)
 
 
 def low_resource_averages(scores: pd.DataFrame, coverage: pd.DataFrame, low_resource_langs: tuple[str, ...],

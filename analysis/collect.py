@@ -8,7 +8,9 @@ listed with the reason: a run without the params the analysis groups by, a metri
 the 0-100 scale, and a value superseded by a later run of the same configuration, seed and language.
 
 Each value carries the split it was scored on (`eval_split`: test or dev), from the run's `eval_split/<task>/<lang>`
-param; runs that predate the param say `unrecorded`.
+param (runs that predate the param say `unrecorded`), and why it is optimistic (`optimistic`), from the run's
+`optimistic/<task>/<lang>` param (e.g. BUCC's in-sample threshold, an English score on the selection set); "" where
+the run logged none.
 """
 
 import re
@@ -27,12 +29,11 @@ EVALUATE_PHASE = "evaluate"
 NO_INTERMEDIATE = "none"
 CONFIG = ("method", "model", "intermediate_task", "intermediate_source_lang")
 TIDY_COLUMNS = ("run_id", "parent_run_id", "experiment_id", *CONFIG, "target_task", "seed", "lang", "eval_split",
-                "metric", "value")
+                "optimistic", "metric", "value")
 UNRECORDED_SPLIT = "unrecorded"
 REQUIRED_PARAMS = ("task", "model", "method", "seed", "intermediate_task")
 PROBLEM_COLUMNS = ("run_id", "item", "reason")
 _METRIC_KEY = r"^eval/([^/]+)/([^/]+)/([^/]+)$"
-_SPLIT_PARAM = re.compile(rf"^params\.{tracking.EVAL_SPLIT}/([^/]+)/([^/]+)$")
 _PARAM_COLUMNS = [f"params.{param}" for param in REQUIRED_PARAMS]
 _SAFE_KEY = re.compile(r"[\w.\-/ ]+")
 _VALID_TASK_LANGS = {f"{name}/{lang}" for name, spec in TASKS.items() for lang in spec.langs}
@@ -118,6 +119,22 @@ def collect(selection: RunSelection) -> Collected:
     Raises:
         XstiltsInputError: an unknown experiment or parent run, no matching run, no FINISHED one, or no usable value.
     """
+    finished, status_counts, where = finished_runs(selection)
+    tidy, problems = tidy_table(finished)
+    if tidy.empty:
+        reasons = "; ".join(problems["reason"].drop_duplicates().head(3))
+        raise XstiltsInputError(f"no usable eval/<task>/<lang>/<metric> value in the FINISHED runs of {where}: "
+                                f"{reasons}")
+    return Collected(tidy, status_counts, problems, f"{where}, filter: {selection.filter_string()}")
+
+
+def finished_runs(selection: RunSelection) -> tuple[pd.DataFrame, dict[str, int], str]:
+    """The FINISHED `evaluate` runs of `selection` (`mlflow.search_runs` rows), the matching runs by status, and
+    where they were searched, in words.
+
+    Raises:
+        XstiltsInputError: an unknown experiment or parent run, no matching run, or no FINISHED one.
+    """
     uri = tracking.default_tracking_uri()
     mlflow.set_tracking_uri(uri)
     experiment_ids = _experiment_ids(MlflowClient(), selection, uri)
@@ -130,12 +147,7 @@ def collect(selection: RunSelection) -> Collected:
     if "FINISHED" not in status_counts:
         raise XstiltsInputError(f"{len(runs)} `{EVALUATE_PHASE}` runs match {where}, but none is FINISHED "
                                 f"({', '.join(f'{count} {status}' for status, count in status_counts.items())})")
-    tidy, problems = tidy_table(runs[runs["status"] == "FINISHED"])
-    if tidy.empty:
-        reasons = "; ".join(problems["reason"].drop_duplicates().head(3))
-        raise XstiltsInputError(f"no usable eval/<task>/<lang>/<metric> value in the FINISHED runs of {where}: "
-                                f"{reasons}")
-    return Collected(tidy, status_counts, problems, f"{where}, filter: {selection.filter_string()}")
+    return runs[runs["status"] == "FINISHED"], status_counts, where
 
 
 def _experiment_ids(client: MlflowClient, selection: RunSelection, uri: str) -> list[str] | None:
@@ -198,12 +210,18 @@ def _long_values(runs: pd.DataFrame) -> pd.DataFrame:
                                                     var_name="key", value_name="value").dropna(subset=["value"])
     long["key"] = long["key"].str.removeprefix("metrics.")
     long[["target_task", "lang", "metric"]] = long["key"].str.extract(_METRIC_KEY)
-    split_columns = [column for column in runs.columns if _SPLIT_PARAM.match(column)]
-    splits = runs.melt(id_vars="run_id", value_vars=split_columns, var_name="key",
-                       value_name="eval_split").dropna(subset=["eval_split"])
-    splits[["target_task", "lang"]] = splits.pop("key").str.extract(_SPLIT_PARAM)
-    long = long.merge(splits, on=["run_id", "target_task", "lang"], how="left")
-    return long.fillna({"eval_split": UNRECORDED_SPLIT})
+    for name, column in ((tracking.EVAL_SPLIT, "eval_split"), (tracking.OPTIMISTIC, "optimistic")):
+        long = long.merge(_language_params(runs, name, column), on=["run_id", "target_task", "lang"], how="left")
+    return long.fillna({"eval_split": UNRECORDED_SPLIT, "optimistic": ""})
+
+
+def _language_params(runs: pd.DataFrame, name: str, column: str) -> pd.DataFrame:
+    """The runs' `<name>/<task>/<lang>` params as rows (run_id, target_task, lang, `column`)."""
+    pattern = re.compile(rf"^params\.{re.escape(name)}/([^/]+)/([^/]+)$")
+    keys = [key for key in runs.columns if pattern.match(key)]
+    params = runs.melt(id_vars="run_id", value_vars=keys, var_name="key", value_name=column).dropna(subset=[column])
+    params[["target_task", "lang"]] = params.pop("key").str.extract(pattern)
+    return params
 
 
 def _problems(long: pd.DataFrame, reason) -> pd.DataFrame:

@@ -34,11 +34,15 @@ ARTIFACT_PATH = "analysis"
 @click.option("--n-bootstrap", type=click.IntRange(min=100), default=10_000, show_default=True,
               help="Bootstrap resamples of the seeds for each 95% interval.")
 @click.option("--bootstrap-seed", type=int, default=0, show_default=True)
+@click.option("--include-optimistic", type=bool, default=False, show_default=True,
+              help="Let optimistic scores (BUCC's in-sample threshold, an English score on the selection set: the "
+                   "runs' optimistic/<task>/<lang> params) enter the XTREME-R and XTREME scores; they are labelled "
+                   "either way.")
 @entry_point
 def main(experiment: str, parent_run_id: str, tags: str, output_dir: str, low_resource_langs: str, langs: str,
-         distance: str, n_bootstrap: int, bootstrap_seed: int) -> None:
+         distance: str, n_bootstrap: int, bootstrap_seed: int, include_optimistic: bool) -> None:
     settings = aggregate.Settings(benchmark.low_resource_langs(low_resource_langs), n_bootstrap, bootstrap_seed,
-                                  benchmark.language_scope(langs))
+                                  benchmark.language_scope(langs), include_optimistic)
     selection = collect.RunSelection(experiment, collect.check_run_id(parent_run_id), collect.parse_tags(tags))
     typology.check_kind(distance)
     folder = Path(output_dir)
@@ -48,7 +52,8 @@ def main(experiment: str, parent_run_id: str, tags: str, output_dir: str, low_re
     analysis = aggregate.analyse(collected.tidy, distances, settings)
     params = {"experiment": experiment, "parent_run_id": parent_run_id, "tags": tags, "distance": distance,
               "low_resource_langs": ",".join(settings.low_resource_langs), "langs": langs, "n_bootstrap": n_bootstrap,
-              "bootstrap_seed": bootstrap_seed, "n_finished_runs": collected.status_counts["FINISHED"],
+              "bootstrap_seed": bootstrap_seed, "include_optimistic": include_optimistic,
+              "n_finished_runs": collected.status_counts["FINISHED"],
               "n_ignored_runs": sum(collected.ignored_runs.values())}
     with tracking.phase_run("analysis", params) as run_id:
         report.write_report(report.prepare_output_dir(folder), collected, analysis, settings, distance, run_id)

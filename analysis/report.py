@@ -98,13 +98,15 @@ def build_sections(collected: Collected, analysis: Analysis, settings: Settings,
     """The report, in reading order; `figures` maps a figure name to its note ("" when drawn as described)."""
     ignored = ", ".join(f"{count} {status}" for status, count in collected.ignored_runs.items()) or "none"
     figure_notes = tuple(f"{name} {note}" for name, note in figures.items() if note)
+    optimistic = f"Optimistic scores: {aggregate.optimistic_policy(settings.include_optimistic)}"
     return [
         Section("Source", (
             f"Runs: {collected.source}.",
             f"Analysed: {collected.status_counts.get('FINISHED', 0)} FINISHED evaluate runs. Ignored because not "
             f"FINISHED: {ignored}. Values left out: {len(collected.problems)} (table `excluded`).",
             f"Low-resource languages: {', '.join(settings.low_resource_langs)}. Typological distance: URIEL+ "
-            f"{distance}. Bootstrap: {settings.n_resamples} resamples, seed {settings.bootstrap_seed}.")),
+            f"{distance}. Bootstrap: {settings.n_resamples} resamples, seed {settings.bootstrap_seed}.",
+            f"{optimistic}; {len(analysis.optimistic)} labelled (table `optimistic`).")),
         Section("Notes: flags and exclusions", bullets=analysis.notes + figure_notes or ("none",)),
         Section("Values left out", ("Counts by reason; every value is listed in `tables/excluded.csv`.",),
                 table=collected.problems.groupby("reason").agg(values=("item", "size"), runs=("run_id", "nunique"),
@@ -114,8 +116,14 @@ def build_sections(collected: Collected, analysis: Analysis, settings: Settings,
                                                "task's registry languages, with / without English.",),
                 table=labelled(analysis.task_averages), csv="task_averages"),
         Section("XTREME-R and XTREME scores", ("qa_variant f1: QA tasks enter with F1 only; em_f1_mean: with "
-                                               "(EM + F1) / 2. XCOPA is counted once, in classification.",),
+                                               "(EM + F1) / 2. XCOPA is counted once, in classification.",
+                                               f"{optimistic}; `optimistic` names them, `tasks` the tasks that "
+                                               f"entered."),
                 table=labelled(analysis.benchmark_scores), csv="benchmark_scores"),
+        Section("Optimistic scores", ("Scores whose evaluate run logged why they are optimistic "
+                                      "(`optimistic/<task>/<lang>`), by configuration, task and reason.",
+                                      f"{optimistic}."),
+                table=labelled(analysis.optimistic), csv="optimistic"),
         Section("Low-resource averages", table=labelled(analysis.low_resource), csv="low_resource"),
         Section("Gain over the no-intermediate baseline: task averages", table=labelled(analysis.task_gains),
                 csv="gains_task", figure=HEATMAP),
@@ -152,11 +160,16 @@ def labelled(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def language_grid(per_language: pd.DataFrame, column: str) -> pd.DataFrame:
-    """`column` of a per-language table with one column per language, after the rows' evaluation split(s)."""
+    """`column` of a per-language table with one column per language, after the rows' evaluation split(s) and, for
+    a table with an `optimistic` column (the scores), the languages whose score is optimistic."""
     index = ["configuration", "target_task", "metric"]
     frame = labelled(per_language)
     grid = frame.pivot(index=index, columns="lang", values=column).reset_index().rename_axis(columns=None)
-    return aggregate.split_labels(frame, index).merge(grid, on=index)
+    labels = aggregate.split_labels(frame, index)
+    if "optimistic" in frame:
+        optimistic = frame[frame["optimistic"] != ""].groupby(index)["lang"].agg(",".join).rename("optimistic")
+        labels = labels.merge(optimistic.reset_index(), on=index, how="left").fillna({"optimistic": ""})
+    return labels.merge(grid, on=index)
 
 
 def definitions() -> tuple[str, ...]:
@@ -346,7 +359,8 @@ def summary(collected: Collected, analysis: Analysis, folder: Path, run_id: str)
              language_grid(_headline(analysis.per_language), "value").head(MAX_SUMMARY_ROWS).to_string(
                  index=False, float_format="{:.1f}".format),
              "overall scores:",
-             labelled(overall)[["configuration", "benchmark", "qa_variant", "score", "score_std", "n_seeds", "note"]]
+             labelled(overall)[["configuration", "benchmark", "qa_variant", "score", "score_std", "n_seeds",
+                                "optimistic", "note"]]
              .to_string(index=False, float_format="{:.2f}".format),
              f"notes ({len(analysis.notes)}):", *[f"  - {note}" for note in analysis.notes[:MAX_SUMMARY_ROWS]]]
     if len(analysis.notes) > MAX_SUMMARY_ROWS:

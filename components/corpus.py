@@ -3,26 +3,32 @@
 Offline, the text is every sentence and context of every task file the bundle holds in that language (premises and
 hypotheses, tagged sentences with their tokens joined by spaces, QA contexts and questions, multiple-choice contexts
 and choices, Tatoeba and BUCC sentences), deduplicated. Texts that an evaluation of a studied task scores in that
-language are left out (no evaluation text in adapter training): the `evaluation_data` items of each studied task under
-the study's protocol; every text of a retrieval task (it has no training data); and, for LAReQA, every text of XQuAD,
-whose paragraphs and questions it retrieves. LAReQA and Mewsli-X are not sources: LAReQA's text is XQuAD's and
-Mewsli-X is not in the bundle. Online, a Hugging Face corpus (e.g. Wikipedia) can be read instead, its lines filtered
-the same way.
+language are left out (no evaluation text in adapter training): the `evaluation_set` items of each studied task
+under each of the study's protocols; every text of a retrieval task (it has no training data); and, for LAReQA,
+every text of XQuAD, whose paragraphs and questions it retrieves. LAReQA and Mewsli-X are not sources: LAReQA's text
+is XQuAD's and Mewsli-X is not in the bundle. Online, a Hugging Face corpus (e.g. Wikipedia) can be read instead, its
+lines filtered the same way.
+
+The corpus records what it left out of each studied task (`TaskExclusion`): per protocol (`auto` resolved per task),
+the split and items an evaluation scores in the language. `check_exclusion_covers` refuses an adapter for an evaluation
+whose scored items are not all among them.
 """
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
-from components.data import COPA_QUESTIONS, READERS, Example, evaluation_data
+from components.data import (COPA_QUESTIONS, PROTOCOLS, READERS, EvaluationSet, Example, UnlabeledSplitError,
+                             evaluation_set, item_ranges, resolve_protocol)
 from components.errors import XstiltsInputError
 from components.retrieval import read_aligned_pairs, read_bucc_sentences
 from components.settings import data_root
 from components.tasks import TASKS, TaskSpec, TaskType
 
 ALL_TASKS = "all"
+AUTO_PROTOCOL = "auto"
 BUNDLE_SOURCE = "bundle"
 HUB_PREFIX = "hf:"
 # English template questions XCOPA adds in every language: not text of the language.
@@ -35,6 +41,67 @@ _RETRIEVAL_READERS: dict[str, Callable[[tuple[Path, ...], str], list[str]]] = {
     "aligned_text": lambda paths, lang: read_aligned_pairs(*paths)[0],
     "bucc": lambda paths, lang: read_bucc_sentences(paths[0], lang).texts,
 }
+EXCLUDED_ITEMS_PARAM = "corpus_excluded_items"  # `corpus_excluded_items/<task>`: `TaskExclusion.describe()`
+EVERY_TEXT = "every text"
+NOTHING = "none"
+
+
+@dataclass(frozen=True)
+class ExcludedItems:
+    """Under one protocol (resolved), the split and items an evaluation of a task scores in the corpus's language
+    (positions in reader order, as `components.data.EvaluationSet`), all of whose texts the corpus left out; no split
+    where the protocol evaluates nothing there."""
+
+    protocol: str
+    split: str = ""
+    items: tuple[int, ...] = ()
+
+    def describe(self) -> str:
+        where = f"{self.split} {item_ranges(self.items)}" if self.split else NOTHING
+        return f"{self.protocol}: {where}"
+
+    @classmethod
+    def parse(cls, text: str) -> "ExcludedItems":
+        protocol, _, where = text.partition(": ")
+        if where == NOTHING:
+            return cls(protocol)
+        split, _, ranges = where.partition(" ")
+        return cls(protocol, split, _parse_item_ranges(ranges))
+
+
+@dataclass(frozen=True)
+class TaskExclusion:
+    """What a corpus left out of one studied task in its language: every text (a retrieval task, or LAReQA, which
+    retrieves XQuAD's texts), or per protocol the items an evaluation scores (none where the bundle has no file of
+    the task in the language). Logged as the param `corpus_excluded_items/<task>`, e.g. `dev-split: dev 1998-2489`."""
+
+    task: str
+    per_protocol: tuple[ExcludedItems, ...] = ()
+    every_text: bool = False
+
+    def describe(self) -> str:
+        if self.every_text:
+            return EVERY_TEXT
+        return "; ".join(entry.describe() for entry in self.per_protocol) or NOTHING
+
+    @classmethod
+    def from_params(cls, task: str, params: Mapping[str, str]) -> "TaskExclusion | None":
+        """The exclusion a lang_adapter run logged for `task`; None where it logged none (`task` not studied, or a run
+        from before these records)."""
+        text = params.get(f"{EXCLUDED_ITEMS_PARAM}/{task}")
+        if text is None:
+            return None
+        if text in (EVERY_TEXT, NOTHING):
+            return cls(task, every_text=text == EVERY_TEXT)
+        return cls(task, tuple(ExcludedItems.parse(entry) for entry in text.split("; ")))
+
+    def not_covered(self, scored: EvaluationSet) -> tuple[int, ...]:
+        """The scored items whose texts the corpus may hold: those not left out under any protocol in the same split
+        (none when this exclusion covers the evaluation)."""
+        if self.every_text:
+            return ()
+        excluded = {item for entry in self.per_protocol if entry.split == scored.choice.split for item in entry.items}
+        return tuple(item for item in scored.indices if item not in excluded)
 
 
 @dataclass
@@ -59,6 +126,8 @@ class Corpus:
         texts: the training texts, in source order (or a seeded sample of them, see `capped`).
         sources: one entry per source file or Hub corpus, in reading order.
         excluded_eval_of: the studied tasks whose evaluation texts were left out.
+        protocols: the protocols the studied tasks are evaluated under, as given (`auto` is resolved per task).
+        exclusions: per studied task, what was left out of it.
         eval_texts_of: per studied task with evaluation texts in this language, how many distinct texts it scores.
         available: texts kept before any cap.
     """
@@ -68,23 +137,24 @@ class Corpus:
     texts: list[str]
     sources: list[SourceStats]
     excluded_eval_of: tuple[str, ...]
-    protocol: str
+    protocols: tuple[str, ...]
     eval_texts_of: dict[str, int]
-    available: int = 0
+    exclusions: dict[str, TaskExclusion]
+    available: int
 
     def capped(self, max_texts: int, seed: int) -> "Corpus":
         """At most `max_texts` texts, a seeded sample so that every source is represented; 0 = all."""
         if not max_texts or max_texts >= len(self.texts):
             return self
         sample = random.Random(seed).sample(range(len(self.texts)), max_texts)
-        return Corpus(self.lang, self.origin, [self.texts[index] for index in sorted(sample)], self.sources,
-                      self.excluded_eval_of, self.protocol, self.eval_texts_of, self.available)
+        return replace(self, texts=[self.texts[index] for index in sorted(sample)])
 
     def composition(self) -> dict:
         """Everything about the corpus as JSON-ready data (logged as an artifact)."""
         return {
-            "lang": self.lang, "origin": self.origin, "protocol": self.protocol,
+            "lang": self.lang, "origin": self.origin, "protocols": list(self.protocols),
             "excluded_eval_of": list(self.excluded_eval_of), "eval_texts_of": self.eval_texts_of,
+            "excluded_items": {task: exclusion.describe() for task, exclusion in self.exclusions.items()},
             "available_texts": self.available,
             "training_texts": len(self.texts), "training_chars": sum(map(len, self.texts)),
             "sources": [{"source": s.source, "read": s.read, "duplicates": s.duplicates,
@@ -99,6 +169,7 @@ class Corpus:
             "corpus_excluded_eval_of": ",".join(self.excluded_eval_of) or "none",
             "corpus_excluded_eval_texts": sum(s.excluded_eval for s in self.sources),
             "corpus_sources": ", ".join(f"{s.source}={s.kept}" for s in self.sources if s.kept) or "none",
+            **{f"{EXCLUDED_ITEMS_PARAM}/{task}": exclusion.describe() for task, exclusion in self.exclusions.items()},
         }
 
 
@@ -121,12 +192,24 @@ def studied_tasks(names: str) -> tuple[str, ...]:
     return chosen
 
 
-def build_corpus(lang: str, text_source: str, excluded_eval_of: tuple[str, ...], protocol: str = "auto",
-                 max_hub_texts: int = 0, root: Path | None = None) -> Corpus:
+def evaluation_protocols(names: str) -> tuple[str, ...]:
+    """The `--protocol` option: `auto` or protocols separated by commas, under which the studied tasks are evaluated
+    (a study's targets may differ; its adapters serve them all)."""
+    chosen = tuple(dict.fromkeys(name.strip() for name in names.split(",") if name.strip()))
+    unknown = [name for name in chosen if name not in (AUTO_PROTOCOL, *PROTOCOLS)]
+    if not chosen or unknown:
+        raise XstiltsInputError(f"--protocol {names!r}: expected {AUTO_PROTOCOL} or protocols separated by commas, "
+                                f"from: {', '.join(PROTOCOLS)}")
+    return chosen
+
+
+def build_corpus(lang: str, text_source: str, excluded_eval_of: tuple[str, ...],
+                 protocols: tuple[str, ...] = (AUTO_PROTOCOL,), max_hub_texts: int = 0,
+                 root: Path | None = None) -> Corpus:
     """The training texts of `lang` from `text_source`: `bundle`, or `hf:<dataset>:<config>[:<field>]` (online).
 
     Evaluation texts are always those of the bundle, so that an online corpus that happens to hold them (XQuAD's
-    paragraphs are Wikipedia's) loses them too.
+    paragraphs are Wikipedia's) loses them too: those of each studied task under each of `protocols`.
 
     Raises:
         XstiltsInputError: a malformed language code or text source; or no text is left (naming what was found and
@@ -143,8 +226,8 @@ def build_corpus(lang: str, text_source: str, excluded_eval_of: tuple[str, ...],
         raise XstiltsInputError(f"--text-source {text_source!r}: expected '{BUNDLE_SOURCE}' or "
                                 f"'{HUB_PREFIX}<dataset>:<config>[:<field>]', "
                                 "e.g. hf:wikimedia/wikipedia:20231101.{lang}")
-    evaluation = _evaluation_texts(lang, excluded_eval_of, protocol, root, bundle)
-    corpus = _deduplicated(lang, text_source, sources, evaluation, excluded_eval_of, protocol)
+    evaluation, exclusions = _evaluation_texts(lang, excluded_eval_of, protocols, root, bundle)
+    corpus = _deduplicated(lang, text_source, sources, evaluation, excluded_eval_of, protocols, exclusions)
     if not corpus.texts:
         raise XstiltsInputError(_empty_corpus_message(corpus, root))
     return corpus
@@ -161,7 +244,10 @@ def _bundle_sources(lang: str, root: Path) -> list[tuple[str, str, list[str]]]:
             if split in spec.withheld_label_splits or paths in seen_paths or not all(p.is_file() for p in paths):
                 continue
             seen_paths.add(paths)
-            sources.append((spec.name, split, _read_texts(spec, paths, lang)))
+            try:
+                sources.append((spec.name, split, _read_texts(spec, paths, lang)))
+            except UnlabeledSplitError:
+                continue  # a real XTREME download's blanked test file: a withheld split, as the registry's are
     return sources
 
 
@@ -181,40 +267,94 @@ def example_texts(example: Example) -> list[str]:
     return [text.strip() for text in texts if text.strip() and text not in TEMPLATE_TEXTS]
 
 
-def _evaluation_texts(lang: str, studied: Iterable[str], protocol: str, root: Path,
-                      bundle: list[tuple[str, str, list[str]]]) -> dict[str, set[str]]:
-    """Per studied task, the texts a zero-shot evaluation of it may score in `lang` under `protocol`.
+def _evaluation_texts(lang: str, studied: Iterable[str], protocols: tuple[str, ...], root: Path,
+                      bundle: list[tuple[str, str, list[str]]]) -> tuple[dict[str, set[str]], dict[str, TaskExclusion]]:
+    """Per studied task, the texts a zero-shot evaluation of it may score in `lang` under any of `protocols`, and
+    what they are (`TaskExclusion`).
 
     Only tasks with files in `lang` in the bundle count: a task without local data there scores no local text.
     """
     texts_of = {}
     for task, _, texts in bundle:
         texts_of.setdefault(task, set()).update(texts)
-    evaluation = {}
+    evaluation, exclusions = {}, {}
     for name in studied:
         spec = TASKS[EVALUATES_TEXTS_OF.get(name, name)]
         if spec.name not in texts_of:
-            continue
-        if spec.task_type is TaskType.RETRIEVAL or name in EVALUATES_TEXTS_OF:
+            exclusions[name] = TaskExclusion(name)
+        elif spec.task_type is TaskType.RETRIEVAL or name in EVALUATES_TEXTS_OF:
             evaluation[name] = texts_of[spec.name]
+            exclusions[name] = TaskExclusion(name, every_text=True)
         else:
-            evaluation[name] = {text for example in _evaluation_examples(spec, protocol, lang, root)
+            evaluated = {protocol: _evaluation_set(spec, protocol, lang, root)
+                         for protocol in dict.fromkeys(resolve_protocol(spec, protocol) for protocol in protocols)}
+            evaluation[name] = {text for scored in evaluated.values() if scored for example in scored.examples
                                 for text in example_texts(example)}
-    return evaluation
+            exclusions[name] = TaskExclusion(name, tuple(
+                ExcludedItems(protocol, scored.choice.split, scored.indices) if scored else ExcludedItems(protocol)
+                for protocol, scored in evaluated.items()))
+    return evaluation, exclusions
 
 
-def _evaluation_examples(spec: TaskSpec, protocol: str, lang: str, root: Path) -> list[Example]:
-    """What `evaluate` scores for `spec` in `lang`; nothing where the protocol does not apply to the task."""
+def _evaluation_set(spec: TaskSpec, protocol: str, lang: str, root: Path) -> EvaluationSet | None:
+    """What `evaluate` scores for `spec` in `lang`; None where the protocol does not apply to the task."""
     try:
-        return evaluation_data(spec, protocol, lang, root)
+        return evaluation_set(spec, protocol, lang, root)
     except XstiltsInputError:
         # No evaluation of this task in this language under this protocol (e.g. dev-split for a task without one,
         # or no labeled test or dev split): it scores no text to leave out.
-        return []
+        return None
+
+
+def check_exclusion_covers(adapter_run_id: str, adapter_params: Mapping[str, str], spec: TaskSpec, protocol: str,
+                           lang: str, max_examples: int = 0) -> None:
+    """Refuses the `lang` adapter of lang_adapter run `adapter_run_id` (its params) for an evaluation of `spec` in
+    `lang` under `protocol` (its first `max_examples` items; 0 = all) unless the adapter's corpus left out the texts
+    of every item the evaluation scores: same split, scored items a subset of those excluded under any protocol.
+
+    Raises:
+        XstiltsInputError: naming the run, the task, what its corpus left out and what the evaluation scores.
+    """
+    protocol = resolve_protocol(spec, protocol)
+    scored = evaluation_set(spec, protocol, lang).first(max_examples)
+    exclusion = TaskExclusion.from_params(spec.name, adapter_params)
+    missing = exclusion.not_covered(scored) if exclusion else scored.indices
+    if not missing:
+        return
+    left_out = (exclusion.describe() if exclusion else
+                f"nothing recorded (corpus_excluded_eval_of: {adapter_params.get('corpus_excluded_eval_of', 'none')}; "
+                f"runs from before {EXCLUDED_ITEMS_PARAM}/<task> was logged record nothing)")
+    raise XstiltsInputError(
+        f"lang_adapter run {adapter_run_id} may have trained on text this evaluation scores: {spec.name} [{lang}] "
+        f"scores {ExcludedItems(protocol, scored.choice.split, scored.indices).describe()}, and the adapter's corpus "
+        f"left out of {spec.name}: {left_out}; not left out: {scored.choice.split} {item_ranges(missing)}. Retrain "
+        f"the {lang} adapter with -P exclude_eval_of=all (or a list naming {spec.name}) -P protocol={protocol} (or "
+        f"a list of protocols naming it)")
+
+
+def check_exclusion_recorded(adapter_run_id: str, adapter_params: Mapping[str, str], task: str) -> None:
+    """Refuses a lang_adapter run for training `task` unless its corpus recorded what it left out of `task`'s
+    evaluation texts (the evaluation then checks that this covers what it scores: `check_exclusion_covers`)."""
+    if TaskExclusion.from_params(task, adapter_params) is None:
+        raise XstiltsInputError(
+            f"lang_adapter run {adapter_run_id} recorded no exclusion of {task}'s evaluation texts, so it may have "
+            f"trained on them (its corpus left out those of: {adapter_params.get('corpus_excluded_eval_of', 'none')}; "
+            f"runs from before {EXCLUDED_ITEMS_PARAM}/<task> was logged record none); train the "
+            f"{adapter_params.get('lang')} adapter with -P exclude_eval_of=all or a list that names {task}")
+
+
+def _parse_item_ranges(text: str) -> tuple[int, ...]:
+    """The inverse of `components.data.item_ranges`: `0-3,5` -> (0, 1, 2, 3, 5)."""
+    items = []
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        items.extend(range(int(first), int(last or first) + 1))
+    return tuple(items)
 
 
 def _deduplicated(lang: str, origin: str, sources: list[tuple[str, list[str]]], evaluation_of: dict[str, set[str]],
-                  excluded_eval_of: tuple[str, ...], protocol: str) -> Corpus:
+                  excluded_eval_of: tuple[str, ...], protocols: tuple[str, ...],
+                  exclusions: dict[str, TaskExclusion]) -> Corpus:
     evaluation = set().union(*evaluation_of.values())
     kept, seen, stats = [], set(), []
     for name, texts in sources:
@@ -229,7 +369,7 @@ def _deduplicated(lang: str, origin: str, sources: list[tuple[str, list[str]]], 
                 kept.append(text)
         stats.append(entry)
     eval_texts_of = {name: len(texts) for name, texts in evaluation_of.items() if texts}
-    return Corpus(lang, origin, kept, stats, excluded_eval_of, protocol, eval_texts_of, available=len(kept))
+    return Corpus(lang, origin, kept, stats, excluded_eval_of, protocols, eval_texts_of, exclusions, len(kept))
 
 
 def _empty_corpus_message(corpus: Corpus, root: Path) -> str:

@@ -18,7 +18,7 @@ import csv
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -51,15 +51,20 @@ def _text(value: str, path: Path | str, line: int, column: str) -> str:
     return value
 
 
-def _unlabeled(path: Path | str, why: str) -> XstiltsInputError:
-    return XstiltsInputError(f"{path}: unlabeled split ({why}); the benchmark withholds these labels, so it cannot be scored")
+class UnlabeledSplitError(XstiltsInputError):
+    """A whole file without labels: the benchmark withholds them (XTREME's preprocessing blanks test labels)."""
+
+    def __init__(self, path: Path | str, why: str):
+        self.path, self.why = path, why
+        super().__init__(f"{path}: unlabeled split ({why}); the benchmark withholds these labels, so it cannot be "
+                         "scored")
 
 
 def _read_tsv_pair(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
     with path.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.reader(handle, delimiter="\t"))
     if rows and all(len(row) == 2 for row in rows):
-        raise _unlabeled(path, "every row has 2 columns: text_a, text_b and no label")
+        raise UnlabeledSplitError(path, "every row has 2 columns: text_a, text_b and no label")
     examples = []
     for line, row in enumerate(rows, start=1):
         if len(row) != 3:
@@ -98,22 +103,23 @@ def _read_sst2_tsv(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
 
 
 def _read_conll(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
-    examples, tokens, tags = [], [], []
     with path.open(encoding="utf-8") as handle:
-        for line, text in enumerate(handle, start=1):
-            text = text.rstrip("\n")
-            if not text.strip():
-                if tokens:
-                    examples.append({"tokens": tokens, "tags": tags, "lang": lang})
-                    tokens, tags = [], []
-                continue
-            columns = text.split("\t")
-            if len(columns) == 1:
-                raise _unlabeled(path, f"line {line} has a token and no tag")
-            if len(columns) != 2:
-                raise _fail(path, line, f"expected 2 tab-separated columns (token, tag), found {len(columns)}")
-            tokens.append(columns[0])
-            tags.append(_label(spec, columns[1], path, line))
+        lines = [text.rstrip("\n") for text in handle]
+    # XTREME's panx_preprocess and udpos_preprocess write test files with the words alone.
+    if any(text.strip() for text in lines) and all("\t" not in text for text in lines):
+        raise UnlabeledSplitError(path, "every line holds a word and no tag")
+    examples, tokens, tags = [], [], []
+    for line, text in enumerate(lines, start=1):
+        if not text.strip():
+            if tokens:
+                examples.append({"tokens": tokens, "tags": tags, "lang": lang})
+                tokens, tags = [], []
+            continue
+        columns = text.split("\t")
+        if len(columns) != 2:
+            raise _fail(path, line, f"expected 2 tab-separated columns (token, tag), found {len(columns)}")
+        tokens.append(columns[0])
+        tags.append(_label(spec, columns[1], path, line))
     if tokens:
         examples.append({"tokens": tokens, "tags": tags, "lang": lang})
     return examples
@@ -149,8 +155,11 @@ COPA_QUESTIONS = {"cause": "What was the cause?", "effect": "What happened as a 
 
 
 def _read_copa_jsonl(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
+    records = list(_read_jsonl(path))
+    if records and all("label" not in record for _, record in records):  # as SuperGLUE's COPA test file
+        raise UnlabeledSplitError(path, "no record has a `label` field")
     examples = []
-    for line, r in _read_jsonl(path):
+    for line, r in records:
         choices = [_field(r, "choice1", path, line), _field(r, "choice2", path, line)]
         question = _field(r, "question", path, line)
         if question not in COPA_QUESTIONS:
@@ -214,19 +223,23 @@ def _squad_articles(path: Path) -> list[dict]:
 
 
 def _read_squad_json(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
+    questions = [(paragraph["context"], qa) for article in _squad_articles(path) for paragraph in article["paragraphs"]
+                 for qa in paragraph["qas"]]
+    unanswered = [qa["id"] for _, qa in questions if not any(answer["text"] for answer in qa.get("answers", []))]
+    if questions and len(unanswered) == len(questions):  # XTREME's remove_qa_test_annotations blanks every answer
+        raise UnlabeledSplitError(path, "no question has an answer text")
+    if unanswered:
+        raise XstiltsInputError(f"{path}: question {unanswered[0]} has no answer text ({len(unanswered)} of "
+                                f"{len(questions)} questions have none); expected an answer for every question")
     examples = []
-    for article in _squad_articles(path):
-        for paragraph in article["paragraphs"]:
-            for qa in paragraph["qas"]:
-                answers = qa.get("answers", [])
-                if not answers or not any(answer["text"] for answer in answers):
-                    raise _unlabeled(path, f"question {qa['id']} has no answer text")
-                _check_answer_offsets(path, qa["id"], paragraph["context"], answers)
-                examples.append({
-                    "id": qa["id"], "context": paragraph["context"], "question": qa["question"],
-                    "answers": {"text": [a["text"] for a in answers], "answer_start": [a["answer_start"] for a in answers]},
-                    "lang": lang,
-                })
+    for context, qa in questions:
+        answers = qa["answers"]
+        _check_answer_offsets(path, qa["id"], context, answers)
+        examples.append({
+            "id": qa["id"], "context": context, "question": qa["question"],
+            "answers": {"text": [a["text"] for a in answers], "answer_start": [a["answer_start"] for a in answers]},
+            "lang": lang,
+        })
     return examples
 
 
@@ -402,21 +415,43 @@ def _local_paths(spec: TaskSpec, split: str, lang: str, root: Path) -> list[Path
     return [root / pattern.format(lang=lang) for pattern in spec.files.get(split, ())]
 
 
-def _labeled_locally(spec: TaskSpec, split: str, lang: str, root: Path) -> bool:
-    """Whether the local XTREME layout holds `split` in `lang` with its labels."""
-    paths = _local_paths(spec, split, lang, root)
-    return split not in spec.withheld_label_splits and bool(paths) and all(path.is_file() for path in paths)
-
-
-def _why_not_local(spec: TaskSpec, split: str, lang: str, root: Path) -> str:
-    """Why `split` in `lang` cannot be read from the local XTREME layout (see `_labeled_locally`)."""
+def _local_gap(spec: TaskSpec, split: str, lang: str, root: Path) -> str:
+    """Why the local XTREME layout cannot serve `split` in `lang`, from the registry and which files exist; "" when
+    it can, though a file may still turn out to hold no labels when read (`_local_labels_gap`)."""
     paths = _local_paths(spec, split, lang, root)
     if split in spec.withheld_label_splits:
         return f"the XTREME layout withholds {spec.name} {split} labels, so local files are never scored"
-    if paths:
-        missing = [str(path) for path in paths if not path.is_file()]
+    if not paths:
+        return f"the XTREME layout has no {split} split for {spec.name}"
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
         return f"missing data file(s): {', '.join(missing)} (data root {root}; set {DATA_ROOT_ENV} to change it)"
-    return f"the XTREME layout has no {split} split for {spec.name}"
+    return ""
+
+
+def _withheld_gap(withheld: UnlabeledSplitError) -> str:
+    return f"labels withheld in {withheld.path} ({withheld.why})"
+
+
+def _local_labels_gap(spec: TaskSpec, split: str, lang: str, root: Path) -> str:
+    """`_local_gap`, and where the files exist, whether they hold labels: a real XTREME download keeps test files
+    whose labels its preprocessing blanked (words-only tag files, blanked answers, label-less rows), which the bundle
+    leaves out. The files are read; a malformed one raises."""
+    gap = _local_gap(spec, split, lang, root)
+    if gap:
+        return gap
+    try:
+        _read_local(spec, split, lang, root)
+    except UnlabeledSplitError as withheld:
+        return _withheld_gap(withheld)
+    return ""
+
+
+def _read_local(spec: TaskSpec, split: str, lang: str, root: Path) -> list[Example]:
+    reader = READERS.get(spec.file_format)
+    if reader is None:
+        raise XstiltsInputError(f"task {spec.name!r} ({spec.file_format} files) has no example reader")
+    return [example for path in _local_paths(spec, split, lang, root) for example in reader(path, spec, lang)]
 
 
 def _on_hub(spec: TaskSpec, split: str) -> bool:
@@ -442,7 +477,7 @@ def _from_hub(spec: TaskSpec, split: str, lang: str) -> list[Example]:
 def _hub_label(row: dict, spec: TaskSpec, source: str, index: int) -> str:
     label_id = row["label"]
     if label_id < 0:  # GLUE-style test splits mark withheld labels with -1
-        raise _unlabeled(source, f"row {index} has label {label_id}")
+        raise UnlabeledSplitError(source, f"row {index} has label {label_id}")
     if label_id >= len(spec.labels):
         raise _fail(source, index, f"label id {label_id} is outside the {len(spec.labels)} labels of {spec.name}")
     return spec.labels[label_id]
@@ -479,26 +514,29 @@ HUB_CONVERTERS = {
 def load_split(spec: TaskSpec, split: str, lang: str, root: Path | None = None) -> list[Example]:
     """All labeled examples of one split in one language: local files first, then the Hub.
 
-    A split whose labels XTREME blanks is never read from the XTREME layout; only the Hub (which keeps the labels
-    for some tasks) can serve it.
+    A split whose labels XTREME blanks is never read from the XTREME layout, nor is a local file that holds no
+    labels; only the Hub (which keeps the labels for some tasks) can serve them.
     """
     spec.check_lang(lang, training=split != "test")
     root = root or data_root()
-    if _labeled_locally(spec, split, lang, root):
-        reader = READERS.get(spec.file_format)
-        if reader is None:
-            raise XstiltsInputError(f"task {spec.name!r} ({spec.file_format} files) has no example reader")
-        return [example for path in _local_paths(spec, split, lang, root) for example in reader(path, spec, lang)]
+    local = _local_gap(spec, split, lang, root)
+    if not local:
+        try:
+            return _read_local(spec, split, lang, root)
+        except UnlabeledSplitError as withheld:
+            if not _on_hub(spec, split):
+                raise
+            local = _withheld_gap(withheld)
     try:
         return _from_hub(spec, split, lang)
     except XstiltsInputError:
         raise
     except Exception as error:  # any Hub failure ends in the one message below, with its reason
-        raise XstiltsInputError(_missing_message(spec, split, lang, root, error)) from None
+        raise XstiltsInputError(_missing_message(spec, split, lang, local, error)) from None
 
 
-def _missing_message(spec: TaskSpec, split: str, lang: str, root: Path, error: Exception) -> str:
-    local = _why_not_local(spec, split, lang, root)
+def _missing_message(spec: TaskSpec, split: str, lang: str, local: str, error: Exception) -> str:
+    """`local`: why the local layout cannot serve the split (`_local_gap`)."""
     alternative = ", or use --protocol dev-split" if spec.dev_split else ""
     return (f"cannot load {spec.name} {split} [{lang}]: {local}; the Hugging Face dataset path failed too "
             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Obtain the file with "
@@ -600,12 +638,12 @@ class DevSplitCut:
         fingerprint of the whole assignment, so that runs on the same items are recognised at a glance."""
         parts = {"train": self.train, "select": self.select, "eval": self.evaluated}
         fingerprint = hashlib.sha256(json.dumps(list(parts.values())).encode("ascii")).hexdigest()[:12]
-        return {**{f"protocol_{name}_items": _item_ranges(indices) for name, indices in parts.items()},
+        return {**{f"protocol_{name}_items": item_ranges(indices) for name, indices in parts.items()},
                 "protocol_split_sizes": ", ".join(f"{name} {len(indices)}" for name, indices in parts.items()),
                 "protocol_split_fingerprint": fingerprint}
 
 
-def _item_ranges(indices: tuple[int, ...] | range) -> str:
+def item_ranges(indices: tuple[int, ...] | range) -> str:
     """Ascending item indices as ranges of consecutive items: `0-3,5,9-12`."""
     runs: list[list[int]] = []
     for index in indices:
@@ -748,8 +786,8 @@ def _held_out_stage(spec: TaskSpec, source: TaskSpec, train: list[Example], hold
     cut = len(train) - holdout
     return TrainingData(spec.name, train[:cut], train[cut:],
                         {**params, "select_source": f"{source.name} train",
-                         "protocol_train_items": _item_ranges(range(cut)),
-                         "protocol_select_items": _item_ranges(range(cut, len(train)))})
+                         "protocol_train_items": item_ranges(range(cut)),
+                         "protocol_select_items": item_ranges(range(cut, len(train)))})
 
 
 def _dev_split_stage(spec: TaskSpec, lang: str, root: Path | None) -> TrainingData:
@@ -766,56 +804,106 @@ def _earlier_stage(source: TaskSpec, lang: str, root: Path | None) -> TrainingDa
                         {"data_protocol": "standard"})
 
 
-def stage_params(stages: list[TrainingData]) -> dict[str, str]:
-    """Flat params describing the stages: unprefixed for one stage, `stage<i>_` prefixed for several."""
+def stage_sizes(stage: TrainingData, config) -> dict[str, int]:
+    """The examples a run trains and selects on, after the caps of `config` (a `components.training.TrainConfig`:
+    `max_train_examples`, `max_select_examples`), and those the stage holds before them (`n_*_available`)."""
+    return {"n_train_examples": len(config.train_subset(stage.train)), "n_train_available": len(stage.train),
+            "n_select_examples": len(config.select_subset(stage.select)), "n_select_available": len(stage.select)}
+
+
+def stage_params(stages: list[TrainingData], config) -> dict[str, str]:
+    """Flat params describing the stages and their sizes under `config`'s caps (`stage_sizes`): unprefixed for one
+    stage, `stage<i>_` prefixed for several."""
     params = {}
     for number, stage in enumerate(stages, start=1):
         prefix = f"stage{number}_" if len(stages) > 1 else ""
-        described = {"task": stage.task, **stage.params} if prefix else stage.params
+        described = {**({"task": stage.task} if prefix else {}), **stage.params, **stage_sizes(stage, config)}
         params.update({f"{prefix}{key}": value for key, value in described.items()})
-        params.update({f"{prefix}n_train_examples": len(stage.train), f"{prefix}n_select_examples": len(stage.select)})
     return params
 
 
-def evaluation_split(spec: TaskSpec, protocol: str, lang: str, root: Path | None = None) -> str:
-    """The split ("test" or "dev") a zero-shot evaluation scores in `lang` under `protocol`.
+@dataclass(frozen=True)
+class EvaluationSplit:
+    """The split ("test" or "dev") a zero-shot evaluation scores in one language, and why (logged by `evaluate` as
+    `eval_split/<task>/<lang>` and `eval_split_reason/<task>/<lang>`)."""
+
+    split: str
+    reason: str
+
+
+PROTOCOL_SPLIT_REASONS = {"dev-split": "protocol dev-split scores the evaluation part of the dev pool",
+                          "target-dev": "protocol target-dev scores each language's dev split"}
+
+
+def choose_evaluation_split(spec: TaskSpec, protocol: str, lang: str, root: Path | None = None) -> EvaluationSplit:
+    """The split a zero-shot evaluation scores in `lang` under `protocol`, and why.
 
     Dev-split and target-dev score dev items. Standard scores the benchmark's test split where its labels are in the
-    local XTREME layout, else the local labeled dev split (e.g. UD-POS languages whose only test treebank is PUD,
-    which the bundle leaves out; XNLI, whose test labels XTREME blanks), else, for users online, the test split on the
-    Hugging Face Hub. Decided per language, so one task can mix test and dev: evaluate logs the split per language.
+    local XTREME layout, else the local labeled dev split, else, for users online, the test split on the Hugging Face
+    Hub. Test labels are missing locally where the registry says XTREME blanks them (XNLI), where the file is absent
+    (UD-POS languages whose only test treebank is PUD, which the bundle leaves out), and where the file holds none (a
+    real XTREME download's words-only UD-POS and PAN-X test files, blanked QA answers, label-less rows): the local
+    files are read to tell. Decided per language, so one task can mix test and dev.
 
     Raises:
-        XstiltsInputError: an unknown protocol or language, or, under standard, a language with neither a local
-            labeled test or dev file nor a Hub test split (naming the files looked for).
+        XstiltsInputError: an unknown protocol or language, a malformed local file, or, under standard, a language
+            with neither a local labeled test or dev file nor a Hub test split (naming the files looked for).
     """
     spec.check_lang(lang)
-    if resolve_protocol(spec, protocol) != "standard":
-        return "dev"
+    protocol = resolve_protocol(spec, protocol)
+    if protocol != "standard":
+        return EvaluationSplit("dev", PROTOCOL_SPLIT_REASONS[protocol])
     root = root or data_root()
-    for split in ("test", "dev"):
-        if _labeled_locally(spec, split, lang, root):
-            return split
+    test_gap = _local_labels_gap(spec, "test", lang, root)
+    if not test_gap:
+        return EvaluationSplit("test", "labeled local test file")
+    dev_gap = _local_labels_gap(spec, "dev", lang, root)
+    if not dev_gap:
+        return EvaluationSplit("dev", f"test: {test_gap}")
     if _on_hub(spec, "test"):
-        return "test"
+        return EvaluationSplit("test", f"Hugging Face Hub {spec.hf_dataset[0]} (local test: {test_gap}; local dev: "
+                                       f"{dev_gap})")
     raise XstiltsInputError(
-        f"cannot evaluate {spec.name} [{lang}]: no labeled test or dev data. "
-        f"test: {_why_not_local(spec, 'test', lang, root)}; dev: {_why_not_local(spec, 'dev', lang, root)}; "
+        f"cannot evaluate {spec.name} [{lang}]: no labeled test or dev data. test: {test_gap}; dev: {dev_gap}; "
         f"no Hugging Face dataset is registered for {spec.name} test. Leave the language out (--langs) or obtain its "
         "files with google-research/xtreme scripts/download_data.sh."
     )
 
 
-def evaluation_data(spec: TaskSpec, protocol: str, lang: str, root: Path | None = None) -> list[Example]:
-    """The labeled examples a zero-shot evaluation scores in `lang` under `protocol`, from `evaluation_split`'s split.
+def evaluation_split(spec: TaskSpec, protocol: str, lang: str, root: Path | None = None) -> str:
+    """The split ("test" or "dev") a zero-shot evaluation scores in `lang` under `protocol`: see
+    `choose_evaluation_split`."""
+    return choose_evaluation_split(spec, protocol, lang, root).split
+
+
+@dataclass(frozen=True)
+class EvaluationSet:
+    """What a zero-shot evaluation scores in one language: the split and why, its examples, and which of the
+    split's items they are (positions in reader order), so that a prediction file can say what it holds."""
+
+    choice: EvaluationSplit
+    examples: list[Example]
+    indices: tuple[int, ...]
+    split_size: int
+
+    def first(self, n: int) -> "EvaluationSet":
+        """The first `n` examples (a debug cap); 0 = all."""
+        return replace(self, examples=self.examples[:n], indices=self.indices[:n]) if n else self
+
+
+def evaluation_set(spec: TaskSpec, protocol: str, lang: str, root: Path | None = None) -> EvaluationSet:
+    """The labeled examples a zero-shot evaluation scores in `lang` under `protocol`, from `choose_evaluation_split`'s
+    split.
 
     Dev-split scores the evaluation part of the dev pool: the same items in every language. Target-dev scores each
     language's dev split (jiant's X-STILTs practice where test labels are withheld); the English dev split is also the
     selection set, so the English score is optimistic.
     """
     protocol = resolve_protocol(spec, protocol)
+    choice = choose_evaluation_split(spec, protocol, lang, root)
     if protocol != "dev-split":
-        return load_split(spec, evaluation_split(spec, protocol, lang, root), lang, root)
+        examples = load_split(spec, choice.split, lang, root)
+        return EvaluationSet(choice, examples, tuple(range(len(examples))), len(examples))
     english_pool = load_split(spec, "dev", ZERO_SHOT_SOURCE_LANG, root)
     cut = cut_dev_pool(english_pool, _dev_split_of(spec))
     pool = english_pool if lang == ZERO_SHOT_SOURCE_LANG else load_split(spec, "dev", lang, root)
@@ -826,7 +914,26 @@ def evaluation_data(spec: TaskSpec, protocol: str, lang: str, root: Path | None 
         )
     if not cut.evaluated:
         raise XstiltsInputError(f"the dev-split protocol of {spec.name} leaves no dev items to evaluate")
-    return [pool[index] for index in cut.evaluated]
+    return EvaluationSet(choice, [pool[index] for index in cut.evaluated], cut.evaluated, cut.pool_size)
+
+
+def evaluation_data(spec: TaskSpec, protocol: str, lang: str, root: Path | None = None) -> list[Example]:
+    """The examples of `evaluation_set`."""
+    return evaluation_set(spec, protocol, lang, root).examples
+
+
+SELECTED_ON_SCORED_SPLIT = "English dev split is also the selection set"
+
+
+def optimistic_score_reason(spec: TaskSpec, protocol: str, lang: str, select_holdout: int,
+                            root: Path | None = None) -> str:
+    """Why a zero-shot score in `lang` is optimistic ("" when it is not): under standard and target-dev the last
+    training stage selects on the English dev split (unless `select_holdout` > 0), so an English score on that split
+    (`evaluation_split`) is taken on the selection set. Dev-split scores English items that neither train nor select.
+    """
+    if lang != ZERO_SHOT_SOURCE_LANG or select_holdout or resolve_protocol(spec, protocol) == "dev-split":
+        return ""
+    return SELECTED_ON_SCORED_SPLIT if evaluation_split(spec, protocol, lang, root) == "dev" else ""
 
 
 def resolve_protocol(spec: TaskSpec, protocol: str) -> str:

@@ -25,6 +25,7 @@ from transformers import AutoModel, DataCollatorWithPadding
 from components.data import Example, candidate_pool, load_split
 from components.errors import XstiltsInputError
 from components.metrics import map_at_k
+from components.predictions import prediction_file
 from components.retrieval import RetrievalResult, pool
 from components.tasks import TaskSpec
 
@@ -141,11 +142,13 @@ class RetrievalData:
         queries: scored language -> its examples (`id`, `query`).
         relevant: query id -> the ids of its correct candidates, over every language of the task.
         candidates: (candidate id, text) pairs of the pool every query ranks.
+        test_sizes: scored language -> the queries of its whole test split (`queries` may hold the first ones only).
     """
 
     queries: dict[str, list[Example]]
     relevant: dict[str, set[str]]
     candidates: list[tuple[str, str]]
+    test_sizes: dict[str, int]
 
 
 def load_retrieval_data(spec: TaskSpec, langs: Sequence[str], limit: int | None = None, root: Path | None = None
@@ -160,7 +163,8 @@ def load_retrieval_data(spec: TaskSpec, langs: Sequence[str], limit: int | None 
         XstiltsInputError: a file is missing or malformed, a scored language has no query, or a language repeats a
             query id.
     """
-    examples = {lang: load_split(spec, "test", lang, root)[:limit] for lang in spec.langs}
+    whole = {lang: load_split(spec, "test", lang, root) for lang in spec.langs}
+    examples = {lang: lang_examples[:limit] for lang, lang_examples in whole.items()}
     empty = [lang for lang in langs if not examples[lang]]
     if empty:
         raise XstiltsInputError(f"{spec.name} test has no queries in {', '.join(empty)}; choose languages with --langs")
@@ -174,12 +178,13 @@ def load_retrieval_data(spec: TaskSpec, langs: Sequence[str], limit: int | None 
             relevant.setdefault(example["id"], set()).add(example["answer_id"])
     every_example = [example for lang_examples in examples.values() for example in lang_examples]
     return RetrievalData(queries={lang: examples[lang] for lang in langs}, relevant=relevant,
-                         candidates=candidate_pool(spec, every_example, root))
+                         candidates=candidate_pool(spec, every_example, root),
+                         test_sizes={lang: len(whole[lang]) for lang in langs})
 
 
 def score(data: RetrievalData, embed_texts: Callable[[list[str]], np.ndarray]) -> dict[str, RetrievalResult]:
-    """mAP@20 and the XTREME-layout prediction file (`test-<lang>.json`, {query id: top-20 candidate ids}) of each
-    scored language; the pool is embedded once.
+    """mAP@20 and the XTREME-layout prediction file ({query id: top-20 candidate ids}, JSON) of each scored language;
+    the pool is embedded once.
 
     Args:
         embed_texts: texts -> one embedding row per text.
@@ -194,6 +199,7 @@ def score(data: RetrievalData, embed_texts: Callable[[list[str]], np.ndarray]) -
                            k=CUTOFF)
         results[lang] = RetrievalResult(
             metrics=metrics, n_examples=len(examples),
-            prediction_files={f"test-{lang}.json": json.dumps(predictions, ensure_ascii=False)},
+            predictions=(prediction_file(lang, "test", "json", json.dumps(predictions, ensure_ascii=False),
+                                         range(len(examples)), data.test_sizes[lang]),),
             details={"candidates": len(candidate_ids)}, notes={"eval_split": "test"})
     return results

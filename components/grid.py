@@ -2,7 +2,8 @@
 
 A study crosses intermediate arms (none, one task, a task list; any source language) with target tasks, methods and
 seeds. Each cell (arm x target x method x seed) is a chain of MLproject entry points; steps that several cells need
-(an intermediate run, a language adapter) are one step. A step names its upstream steps in its params (`StepRef`),
+(an intermediate run, a language adapter) are one step; a language adapter's corpus leaves out what every target it
+serves evaluates, under each target's protocol. A step names its upstream steps in its params (`StepRef`),
 which the runner replaces with their run ids. Pure: nothing here runs or tracks anything.
 """
 
@@ -22,6 +23,7 @@ from components.tasks import TaskType, get_task
 
 DEFAULT_MODEL = "multilingual-e5-small"
 NO_INTERMEDIATE = "none"
+DEFAULT_PROTOCOL = "auto"
 SOURCE_LANG = "en"  # target tasks train on English: the zero-shot setting
 CONFIG_KEYS = {"study", "model", "seeds", "methods", "intermediate", "targets", "lang_adapter", "lang_adapter_langs",
                "lang_adapter_fallback"}
@@ -118,8 +120,11 @@ def read_config(path: Path, declared: dict[str, set[str]]) -> dict:
             _check_methods(path, f"target {target.get('task')} methods", target["methods"])
         _check_phase_params(path, "target", _target_params(target), declared)
         _check_phase_params(path, "evaluate", _mapping(path, "evaluate", target.get("evaluate") or {}), declared)
-    _check_phase_params(path, "lang_adapter", _mapping(path, "lang_adapter", config.get("lang_adapter") or {}),
-                        declared)
+    lang_adapter = _mapping(path, "lang_adapter", config.get("lang_adapter") or {})
+    _check_phase_params(path, "lang_adapter", lang_adapter, declared)
+    if "protocol" in lang_adapter:
+        raise XstiltsInputError(f"{path}: lang_adapter: protocol is set by the grid: the protocols of the targets "
+                                "the language adapters serve (set `protocol:` on the targets)")
     _check_registry_values(path, config)
     return config
 
@@ -295,8 +300,20 @@ def _adapter_langs(config: dict, target: dict) -> list[str]:
     return _listed(str((target.get("evaluate") or {}).get("langs", ""))) or list(get_task(target["task"]).langs)
 
 
+def _served_protocols(config: dict) -> str:
+    """The protocols of the targets that a method with language adapters trains, sorted and comma-separated: every
+    language adapter serves them all (one adapter per language and encoder), so its corpus leaves out what each of
+    them evaluates."""
+    arms = config.get("intermediate") or [NO_INTERMEDIATE]
+    served = {str(target.get("protocol", DEFAULT_PROTOCOL)) for target in config["targets"]
+              for name in target.get("methods", config["methods"]) for arm in arms
+              if METHODS[name].lang_adapters and not _cell_problem(METHODS[name], arm, target)}
+    return ",".join(sorted(served))
+
+
 def _lang_adapter(builder: _Builder, config: dict, model: str, lang: str, encoder: StepRef | None) -> StepRef:
-    params = {"model": model, **(config.get("lang_adapter") or {}), "lang": lang}
+    params = {"model": model, **(config.get("lang_adapter") or {}), "lang": lang,
+              "protocol": _served_protocols(config)}
     if encoder:
         params["init_run_id"] = encoder
     return builder.add("lang_adapter", params, f"lang_adapter {lang}" + (" (intermediate encoder)" if encoder else ""))

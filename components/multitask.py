@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedModel, Trainer
 from transformers.utils import find_labels
 
-from components.data import Example, TrainingData, resolve_protocol, training_stages
+from components.data import Example, TrainingData, resolve_protocol, stage_sizes, training_stages
 from components.errors import XstiltsInputError
 from components.models import ResolvedModel, load_model
 from components.task_types import TaskHandler, handler_for
@@ -32,12 +32,13 @@ HEADLINE_MEAN = "headline_mean"  # the selection metric: the mean of the tasks' 
 
 @dataclass(frozen=True)
 class MixedTask:
-    """One task of a mixture, encoded: its training features, its selection examples and features, and the params
-    that describe its data (protocol, item ranges)."""
+    """One task of a mixture, encoded: its example counts (used and available, `components.data.stage_sizes`), its
+    training features, its selection examples and features, and the params that describe its data (protocol, item
+    ranges)."""
 
     spec: TaskSpec
     handler: TaskHandler
-    n_train_examples: int
+    sizes: dict[str, int]
     train_features: list[dict]
     select_examples: list[Example]
     select_features: list[dict]
@@ -76,7 +77,8 @@ class Mixture:
 
     @property
     def sizes(self) -> dict[str, int]:
-        """Training features per task: one per example, except extractive QA (one per context window)."""
+        """Training features per task: one per example, except where an input is read in windows (extractive
+        QA's long contexts, tagging's long sentences): one per window."""
         return {task.name: len(task.train_features) for task in self.tasks}
 
     def train_items(self) -> list[tuple[str, dict]]:
@@ -84,13 +86,12 @@ class Mixture:
         return [(task.name, feature) for task in self.tasks for feature in task.train_features]
 
     def params(self) -> dict[str, str]:
-        """`<param>/<task>`: each task's data params, example counts and sampling weight."""
+        """`<param>/<task>`: each task's data params, example counts (used, and available before the caps) and
+        sampling weight."""
         weights = mixing_weights(self.sizes, self.size_cap)
         params = {}
         for task in self.tasks:
-            described = {**task.data_params, "n_train_examples": task.n_train_examples,
-                         "n_select_examples": len(task.select_examples),
-                         "sampling_weight": f"{weights[task.name]:.4f}"}
+            described = {**task.data_params, **task.sizes, "sampling_weight": f"{weights[task.name]:.4f}"}
             params.update({f"{key}/{task.name}": str(value) for key, value in described.items()})
         return params
 
@@ -135,7 +136,7 @@ def _encoded(spec: TaskSpec, handler: TaskHandler, stage: TrainingData, tokenize
     def encode(examples: Sequence[Example]) -> list[dict]:
         return handler.encode(examples, tokenizer, config.max_length, spec.labels)
 
-    return MixedTask(spec, handler, len(train), encode(train), select, encode(select), stage.params)
+    return MixedTask(spec, handler, stage_sizes(stage, config), encode(train), select, encode(select), stage.params)
 
 
 class TaskBatchSampler(Sampler[list[int]]):

@@ -18,6 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from components import settings
 from components.errors import XstiltsInputError
 from components.metrics import Pair, bucc_extract, bucc_f1, bucc_optimize_threshold, mine_bitext_candidates
+from components.predictions import PredictionFile, prediction_file
 from components.tasks import get_task
 
 POOLINGS = ("mean", "cls")
@@ -204,14 +205,15 @@ class RetrievalResult:
     Attributes:
         metrics: the task's registry metrics on a 0-100 scale.
         n_examples: Tatoeba queries, or BUCC gold pairs.
-        prediction_files: file name -> content, in the XTREME submission layout (`test-<lang>.tsv`).
+        predictions: the prediction files, in the XTREME file format, each saying which split and items it holds.
         details: numbers that are no registry metric (BUCC: the threshold and the candidate counts).
-        notes: how the numbers were obtained (the split scored, where the threshold came from).
+        notes: how the numbers were obtained (the split scored, where the threshold came from, why they are
+            optimistic); logged as params `<note>/<task>/<lang>`.
     """
 
     metrics: dict[str, float]
     n_examples: int
-    prediction_files: dict[str, str]
+    predictions: tuple[PredictionFile, ...]
     details: dict[str, float] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
 
@@ -220,18 +222,19 @@ def evaluate_tatoeba(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, lang: str, limit: int | None = None,
     root: Path | None = None, **embed_options,
 ) -> RetrievalResult:
-    """Tatoeba `lang`-en accuracy; `test-<lang>.tsv` holds, per English sentence, the retrieved `lang` index.
+    """Tatoeba `lang`-en accuracy; the prediction file holds, per English sentence, the retrieved `lang` index.
 
     Args:
         limit: keep only the first `limit` pairs (a debug cap).
         root: the data root; defaults to `settings.data_root()`.
         **embed_options: `layer`, `pooling`, `prefix`, `batch_size`, `max_length` of `embed`.
     """
-    src, en = tatoeba_pairs(lang, limit, root)
-    predicted = retrieve_translations(model, tokenizer, src, en, **embed_options)
+    src, en = tatoeba_pairs(lang, root=root)
+    predicted = retrieve_translations(model, tokenizer, src[:limit], en[:limit], **embed_options)
+    lines = "".join(f"{index}\n" for index in predicted)
     return RetrievalResult(
         metrics={"accuracy": tatoeba_accuracy(predicted)}, n_examples=len(predicted),
-        prediction_files={f"test-{lang}.tsv": "".join(f"{index}\n" for index in predicted)},
+        predictions=(prediction_file(lang, "test", "tsv", lines, range(len(predicted)), len(src)),),
         notes={"eval_split": "test"},
     )
 
@@ -363,6 +366,10 @@ def mine_bucc_candidates(split: BuccSplit, embed_texts: Callable[[list[str]], np
             if pair[0] not in src_repeated and pair[1] not in en_repeated}
 
 
+# Metrics always come from dev, the split whose gold also picks the threshold (see `evaluate_bucc`).
+BUCC_IN_SAMPLE = "in-sample: F1 on the dev gold that the threshold was tuned on"
+
+
 def evaluate_bucc(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, lang: str, limit: int | None = None,
     root: Path | None = None, **embed_options,
@@ -370,9 +377,10 @@ def evaluate_bucc(
     """BUCC `lang`-en: candidates mined on dev, the threshold that maximises dev F1, and F1 of the pairs it keeps.
 
     Metrics always come from dev, the one split with gold: XTREME withholds BUCC test gold. Where the test sentence
-    files exist, the dev threshold is applied to the pairs mined on test: `test-<lang>.tsv` holds those (unscored)
-    and `dev-<lang>.tsv` the dev ones. Otherwise (the bundle) `test-<lang>.tsv` holds the dev predictions, scored with
-    a threshold optimised on the same split, which is optimistic. `notes["threshold_source"]` says which.
+    files exist, the dev threshold is applied to the pairs mined on test: the test prediction file holds those
+    (unscored) and the dev file the dev ones. Otherwise (the bundle) only the dev file is written, scored with a
+    threshold optimised on the same split, which is optimistic. `notes["threshold_source"]` says which. The files
+    count a split's items as its source-language sentences (`PredictionFile`).
 
     Args:
         limit: a debug cap (`BuccSplit.capped`).
@@ -382,15 +390,18 @@ def evaluate_bucc(
     def embed_texts(texts: list[str]) -> np.ndarray:
         return embed(model, tokenizer, texts, **embed_options)
 
-    dev = _capped(read_bucc_split(lang, "dev", root), limit)
+    whole_dev = read_bucc_split(lang, "dev", root)
+    dev = _capped(whole_dev, limit)
     candidates = mine_bucc_candidates(dev, embed_texts)
     threshold = bucc_optimize_threshold(candidates, dev.gold)
     predicted = bucc_extract(candidates, threshold)
-    files, threshold_source = _bucc_prediction_files(lang, predicted, threshold, embed_texts, limit, root)
+    dev_file = _bucc_prediction_file(lang, "dev", whole_dev, dev, predicted)
+    test_file, threshold_source = _bucc_test_predictions(lang, threshold, embed_texts, limit, root)
     return RetrievalResult(
-        metrics=bucc_f1(dev.gold, predicted), n_examples=len(set(dev.gold)), prediction_files=files,
+        metrics=bucc_f1(dev.gold, predicted), n_examples=len(set(dev.gold)),
+        predictions=(dev_file,) if test_file is None else (test_file, dev_file),
         details={"threshold": threshold, "candidates": len(candidates), "predicted": len(predicted)},
-        notes={"eval_split": "dev", "threshold_source": threshold_source},
+        notes={"eval_split": "dev", "threshold_source": threshold_source, "optimistic": BUCC_IN_SAMPLE},
     )
 
 
@@ -398,21 +409,27 @@ def _capped(split: BuccSplit, limit: int | None) -> BuccSplit:
     return split.capped(limit) if limit else split
 
 
-def _bucc_prediction_files(
-    lang: str, dev_predicted: list[Pair], threshold: float, embed_texts: Callable[[list[str]], np.ndarray],
-    limit: int | None, root: Path | None,
-) -> tuple[dict[str, str], str]:
-    """The prediction files and the threshold's source: test predictions where test sentence files exist."""
+def _bucc_test_predictions(
+    lang: str, threshold: float, embed_texts: Callable[[list[str]], np.ndarray], limit: int | None,
+    root: Path | None,
+) -> tuple[PredictionFile | None, str]:
+    """The test prediction file where test sentence files exist (None elsewhere), and the threshold's source."""
     if not any(path.is_file() for path in task_paths("bucc2018", "test", lang, root)[:2]):
-        return {f"test-{lang}.tsv": _pair_lines(dev_predicted)}, "dev (optimistic: same split; test file holds dev)"
-    test = _capped(read_bucc_split(lang, "test", root), limit)
-    test_predicted = bucc_extract(mine_bucc_candidates(test, embed_texts), threshold)
-    files = {f"test-{lang}.tsv": _pair_lines(test_predicted), f"dev-{lang}.tsv": _pair_lines(dev_predicted)}
-    return files, "dev, applied to test (test gold withheld: test file unscored, dev file scored)"
+        return None, "dev (optimistic: same split; no test sentence files, so no test predictions)"
+    whole_test = read_bucc_split(lang, "test", root)
+    test = _capped(whole_test, limit)
+    predicted = bucc_extract(mine_bucc_candidates(test, embed_texts), threshold)
+    return (_bucc_prediction_file(lang, "test", whole_test, test, predicted),
+            "dev, applied to test (test gold withheld: test file unscored, dev file scored)")
 
 
-def _pair_lines(pairs: list[Pair]) -> str:
-    return "".join(f"{src}\t{en}\n" for src, en in pairs)
+def _bucc_prediction_file(lang: str, split: str, whole: BuccSplit, scored: BuccSplit,
+                          pairs: list[Pair]) -> PredictionFile:
+    """`<src id>\t<en id>` lines; the items are the source-language sentences mined (all, or those of a cap)."""
+    kept = set(scored.src.ids)
+    indices = tuple(index for index, sentence_id in enumerate(whole.src.ids) if sentence_id in kept)
+    return prediction_file(lang, split, "tsv", "".join(f"{src}\t{en}\n" for src, en in pairs), indices,
+                           len(whole.src.ids))
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ Adding a task of an existing type is a registry entry in `components.tasks`; add
 """
 
 import json
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -33,8 +34,8 @@ class TaskHandler:
     The interface: `auto_model`, `prediction_extension`, `collator(tokenizer)`, `encode(examples, tokenizer,
     max_length, labels) -> features` (one or more per example), `model_logits(output)`, `decode(logits per feature,
     features, examples, labels) -> predictions`, `selection_metrics(predictions, label_ids, features, examples,
-    labels)` (the Trainer's compute_metrics on the selection set), `score(examples, predictions)` and
-    `prediction_file(predictions)`.
+    labels)` (the Trainer's compute_metrics on the selection set), `score(examples, predictions)`,
+    `prediction_file(predictions)` and `evaluation_params(max_length)`.
     """
 
     def __init__(self, spec: TaskSpec):
@@ -43,6 +44,10 @@ class TaskHandler:
     def model_logits(self, output):
         """The logits tensor of a forward pass: (batch, classes), (batch, tokens, tags) or (batch, choices)."""
         return output.logits
+
+    def evaluation_params(self, max_length: int) -> dict[str, str]:
+        """Params that say how evaluation reads inputs longer than `max_length`, where the type logs them."""
+        return {}
 
 
 class AccuracyHandler(TaskHandler):
@@ -84,55 +89,146 @@ class ClassificationHandler(AccuracyHandler):
         return "".join(f"{prediction}\n" for prediction in predictions)
 
 
+TAGGING_MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
+
+
 class TokenClassificationHandler(TaskHandler):
-    """Tagging (UD-POS, PAN-X, CCG): each word is labelled on its first sub-word; the rest are ignored."""
+    """Tagging (UD-POS, PAN-X, CCG): each word is labelled on its first sub-word; the rest are ignored.
+
+    Every word of every sentence is trained on and predicted: a sentence longer than `max_length` is read in
+    overlapping windows (`tagging_windows`), and each word's label and prediction belong to the one window where it
+    has the most context. Selection scores the selection examples the way evaluation scores a language.
+    """
 
     auto_model = AutoModelForTokenClassification
     prediction_extension = "tsv"
 
     def collator(self, tokenizer):
-        return DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORED_LABEL)
+        padder = DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORED_LABEL)
+        # The example index and scored words of a window are for decoding only.
+        return lambda features: padder([{key: feature[key] for key in TAGGING_MODEL_INPUTS} for feature in features])
+
+    def evaluation_params(self, max_length: int) -> dict[str, str]:
+        return {"tagging_long_sentences": f"windows(overlap={window_overlap(max_length)},word_from=most_context)"}
 
     def encode(self, examples: Sequence[Example], tokenizer, max_length: int, labels: Sequence[str]) -> list[dict]:
+        """One feature per window (one per sentence that fits `max_length`): model inputs, `labels` on the first
+        sub-word of each word the window predicts (IGNORED_LABEL elsewhere), the `example_index` and the
+        `scored_words`, those words' indices in the sentence, in order.
+
+        A word the tokenizer turns into no sub-word at all is read as the unknown token, as XTREME's `utils_tag.py`
+        does, so that it too has a first sub-word.
+        """
         label_ids = {label: index for index, label in enumerate(labels)}
-        encoded = tokenizer([example["tokens"] for example in examples], is_split_into_words=True, truncation=True,
-                            max_length=max_length)
+        sentences, counts = _tokenizable_words([example["tokens"] for example in examples], tokenizer)
+        budget = max_length - tokenizer.num_special_tokens_to_add()
+        if budget < 1:
+            raise XstiltsInputError(f"max_length {max_length} leaves no room for a word beside the tokenizer's "
+                                    f"{tokenizer.num_special_tokens_to_add()} special tokens")
+        windows = [(index, window) for index, sentence_counts in enumerate(counts)
+                   for window in tagging_windows(sentence_counts, budget, window_overlap(max_length))]
+        encoded = tokenizer([sentences[index][window.start: window.end] for index, window in windows],
+                            is_split_into_words=True, truncation=True, max_length=max_length)
         features = []
-        for index, example in enumerate(examples):
-            word_ids = encoded.word_ids(index)
-            first_subword = [word is not None and (position == 0 or word_ids[position - 1] != word)
-                             for position, word in enumerate(word_ids)]
-            features.append({
-                "input_ids": encoded["input_ids"][index],
-                "attention_mask": encoded["attention_mask"][index],
-                "labels": [label_ids[example["tags"][word]] if first else IGNORED_LABEL
-                           for word, first in zip(word_ids, first_subword)],
-            })
+        for row, (index, window) in enumerate(windows):
+            first_positions = {}
+            for position, word in enumerate(encoded.word_ids(row)):
+                if word is not None:
+                    first_positions.setdefault(window.start + word, position)
+            row_labels = [IGNORED_LABEL] * len(encoded["input_ids"][row])
+            for word in window.scored:
+                row_labels[first_positions[word]] = label_ids[examples[index]["tags"][word]]
+            features.append({"input_ids": encoded["input_ids"][row], "attention_mask": encoded["attention_mask"][row],
+                             "labels": row_labels, "example_index": index, "scored_words": window.scored})
         return features
 
     def decode(self, logits: Sequence[np.ndarray], features: Sequence[dict], examples: Sequence[Example],
                labels: Sequence[str]) -> list[list[str]]:
-        """One tag per word, read at its first sub-word; words cut off by `max_length` get the task's first label
-        (`O` for NER), so every sentence keeps its length as the XTREME scorer requires."""
-        predictions = []
-        for row, feature, example in zip(logits, features, examples):
-            tags = [labels[index] for index in row.argmax(axis=-1)[np.asarray(feature["labels"]) != IGNORED_LABEL]]
-            predictions.append(tags + [labels[0]] * (len(example["tokens"]) - len(tags)))
+        """One tag per word, read at its first sub-word in the window that predicts it (the positions `labels`
+        marks), so every sentence keeps its length as the XTREME scorer requires."""
+        predictions = [[None] * len(example["tokens"]) for example in examples]
+        for row, feature in zip(logits, features):
+            positions = np.flatnonzero(np.asarray(feature["labels"]) != IGNORED_LABEL)
+            for word, tag in zip(feature["scored_words"], row[positions].argmax(axis=-1)):
+                predictions[feature["example_index"]][word] = labels[tag]
         return predictions
 
     def selection_metrics(self, logits: np.ndarray, label_ids: np.ndarray, features: Sequence[dict],
                           examples: Sequence[Example], labels: Sequence[str]) -> dict[str, float]:
-        kept = label_ids != IGNORED_LABEL
-        predicted = logits.argmax(axis=-1)
-        gold = [[labels[i] for i in row[mask]] for row, mask in zip(label_ids, kept)]
-        return tagging_f1(gold, [[labels[i] for i in row[mask]] for row, mask in zip(predicted, kept)])
+        """The benchmark metric of the decoded selection examples: the Trainer hands logits per window, padded."""
+        rows = [row[: len(feature["input_ids"])] for row, feature in zip(logits, features)]
+        return self.score(examples, self.decode(rows, features, examples, labels))
 
     def score(self, examples: Sequence[Example], predictions: Sequence[Sequence[str]]) -> dict[str, float]:
-        return tagging_f1([example["tags"] for example in examples], predictions)
+        return tagging_f1([example["tags"] for example in examples], predictions, self.spec.tag_scheme)
 
     def prediction_file(self, predictions: Sequence[Sequence[str]]) -> str:
         """XTREME submission format: one tag per line, a blank line after each sentence."""
         return "".join("".join(f"{tag}\n" for tag in tags) + "\n" for tags in predictions)
+
+
+@dataclass(frozen=True)
+class TaggingWindow:
+    """Words `start` to `end` (exclusive) of a sentence, read as one model input; `scored` are the words whose
+    label and prediction come from this window."""
+
+    start: int
+    end: int
+    scored: list[int]
+
+
+def window_overlap(max_length: int) -> int:
+    """Sub-words a tagging window shares with the one before: half the model input."""
+    return max_length // 2
+
+
+def tagging_windows(subword_counts: Sequence[int], budget: int, overlap: int) -> list[TaggingWindow]:
+    """The windows a sentence is read in, given its words' sub-word counts, and the words each window predicts.
+
+    A sentence of at most `budget` (>= 1) sub-words, the model input less its special tokens, is one window. A longer
+    one is cut into windows of as many whole words as fit in `budget` (a longer word alone, cut by the tokenizer);
+    each next window begins with the words that make up the last `overlap` sub-words of the one before, and at least
+    one word later than it. Each word is predicted where it has the most context, min(sub-words before it, sub-words
+    after it) inside the window, in the first such window on a tie: the rule BERT uses for SQuAD's document windows
+    (`_check_is_max_context`). Windows that predict no word are left out.
+    """
+    offsets = np.concatenate([[0], np.cumsum(subword_counts)])  # sub-words before each word
+    bounds = [(0, _window_end(offsets, 0, budget))]
+    while bounds[-1][1] < len(subword_counts):
+        previous_start, previous_end = bounds[-1]
+        start = next(word for word in range(previous_start + 1, previous_end + 1)
+                     if offsets[previous_end] - offsets[word] <= overlap)
+        bounds.append((start, _window_end(offsets, start, budget)))
+    best = {}  # word -> (its context, the window giving it)
+    for index, (start, end) in enumerate(bounds):
+        for word in range(start, end):
+            context = min(offsets[word] - offsets[start], offsets[end] - offsets[word + 1])
+            if word not in best or context > best[word][0]:
+                best[word] = (context, index)
+    windows = [TaggingWindow(start, end, [word for word in range(start, end) if best[word][1] == index])
+               for index, (start, end) in enumerate(bounds)]
+    return [window for window in windows if window.scored]  # a window beside a word longer than `budget` may add none
+
+
+def _window_end(offsets: np.ndarray, start: int, budget: int) -> int:
+    """The end of the window from word `start`: as many whole words as fit in `budget` sub-words, at least one."""
+    end = start + 1
+    while end < len(offsets) - 1 and offsets[end + 1] - offsets[start] <= budget:
+        end += 1
+    return end
+
+
+def _tokenizable_words(sentences: Sequence[Sequence[str]], tokenizer) -> tuple[list[list[str]], list[np.ndarray]]:
+    """The sentences, with each word that yields no sub-word replaced by the unknown token, and the sub-word count
+    of every word."""
+    encoded = tokenizer([list(words) for words in sentences], is_split_into_words=True, add_special_tokens=False)
+    readable, counts = [], []
+    for index, words in enumerate(sentences):
+        word_counts = np.bincount([word for word in encoded.word_ids(index) if word is not None],
+                                  minlength=len(words))
+        readable.append([word if count else tokenizer.unk_token for word, count in zip(words, word_counts)])
+        counts.append(np.maximum(word_counts, 1))
+    return readable, counts
 
 
 class MultipleChoiceHandler(AccuracyHandler):

@@ -65,6 +65,8 @@ class TaskSpec:
         xtreme_group / xtreme_r_group: the benchmark group used by analysis; None where the task is not in it.
         qa_scorer: extractive QA only: `squad` (English normalisation in every language, as XTREME scores XQuAD and
             TyDiQA-GoldP) or `mlqa` (MLQA's language-aware normalisation).
+        tag_scheme: tagging only: how tags are read as chunks for F1 (`components.metrics.tagging_f1`): `iob`
+            (B-/I- entity tags, PAN-X) or `plain` (tags without IOB prefixes: UPOS, CCG supertags).
     """
 
     name: str
@@ -83,6 +85,7 @@ class TaskSpec:
     xtreme_group: str | None = None
     xtreme_r_group: str | None = None
     qa_scorer: str = "squad"
+    tag_scheme: str | None = None
 
     @property
     def headline_metric(self) -> str:
@@ -142,14 +145,14 @@ _SPECS = (
         name="udpos", task_type=TaskType.TOKEN_CLASSIFICATION, metrics=("f1", "token_accuracy"),
         langs=tuple(sorted(_XTREME_UDPOS + _langs("lt pl uk wo ro"))),
         files={split: (f"{XD}/udpos/{split}-{{lang}}.tsv",) for split in ("train", "dev", "test")},
-        file_format="conll", labels=UPOS_LABELS,
+        file_format="conll", labels=UPOS_LABELS, tag_scheme="plain",
         xtreme_group="tagging", xtreme_r_group="tagging",
     ),
     TaskSpec(
         name="panx", task_type=TaskType.TOKEN_CLASSIFICATION, metrics=("f1",),
         langs=tuple(sorted(_XTREME_PANX + _langs("qu pl uk az lt pa gu ro"))),
         files={split: (f"{XD}/panx/{split}-{{lang}}.tsv",) for split in ("train", "dev", "test")},
-        file_format="conll", labels=PANX_LABELS, withheld_label_splits=("test",),
+        file_format="conll", labels=PANX_LABELS, tag_scheme="iob", withheld_label_splits=("test",),
         hf_dataset=("unimelb-nlp/wikiann", "{lang}"), hf_splits={"train": "train", "dev": "validation", "test": "test"},
         xtreme_group="tagging", xtreme_r_group="tagging",
     ),
@@ -312,6 +315,7 @@ _SPECS = (
         name="ccg", task_type=TaskType.TOKEN_CLASSIFICATION, metrics=("accuracy",), langs=("en",),
         # CCGbank is LDC-licensed: users point the data root at their own copy in CoNLL layout.
         files={split: (f"english/ccg/{split}.tsv",) for split in ("train", "dev", "test")}, file_format="conll",
+        tag_scheme="plain",
     ),
 )
 

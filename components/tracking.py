@@ -3,7 +3,8 @@
 Metric keys: `<split>/<task>/<lang>/<metric>` (e.g. `eval/xnli/de/accuracy`, `select/xnli/en/accuracy`), plus
 `train/<task>/*` curves and `peak_rss_mb` (and `peak_gpu_mb` on a GPU); a multi-task run logs what belongs to its
 whole mixture (its training curves, the mean selection metric) under the task name `multitask`. Artifacts: `model/`
-(a Hugging Face folder), `predictions/<task>/test-<lang>.<ext>`, and for adapter runs `adapters/<name>/`, `heads/<name>/`
+(a Hugging Face folder), `predictions/<task>/<split>-<lang>[.<n>-of-<N>].<ext>` with `predictions/<task>/manifest.json`
+(`components.predictions`), and for adapter runs `adapters/<name>/`, `heads/<name>/`
 and `corpus/composition.json`.
 """
 
@@ -128,6 +129,10 @@ def metric_key(split: str, task: str, lang: str, metric: str) -> str:
 
 
 EVAL_SPLIT = "eval_split"  # the param saying which split (test, dev) a language's eval/ metrics were scored on
+EVAL_SPLIT_REASON = "eval_split_reason"  # and why that split (`components.data.choose_evaluation_split`)
+# The param saying why a language's eval/ metrics are optimistic (e.g. scored on the data the model or threshold was
+# selected on); absent where they are not. The analysis labels such scores and keeps them out of benchmark averages.
+OPTIMISTIC = "optimistic"
 
 
 def language_param_key(name: str, task: str, lang: str) -> str:

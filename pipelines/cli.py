@@ -115,7 +115,7 @@ def run_training_phase(phase: str, task: str, train_lang: str, init_run_id: str,
             tracking.log_params({"intermediate_task": "none"})
         tokenizer = load_tokenizer(resolved)
         stages = training_stages(spec, protocol, train_lang, train_source=train_source, select_holdout=select_holdout)
-        tracking.log_params(stage_params(stages))
+        tracking.log_params(stage_params(stages, config))
         with tempfile.TemporaryDirectory(prefix=f"xstilts-{phase}-") as work_dir:
             init = (resolve_model(str(tracking.download_model(init_run_id, "intermediate", Path(work_dir))))
                     if init_run_id and method.method.encoder_from_upstream else resolved)

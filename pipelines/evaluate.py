@@ -9,10 +9,14 @@
   the candidate pool (the dual-encoder tasks LAReQA and Mewsli-X, whose `target` runs are scored the same way).
 
 Writes: metrics `eval/<task>/<lang>/<metric>` and `eval_examples/<task>/<lang>/n`, params `eval_split/<task>/<lang>`
-(the split scored in that language: test, or dev where test labels are not available; see
-`components.data.evaluation_split`); for BUCC also
+(the split scored in that language: test, or dev where test labels are not available) and, for trained tasks,
+`eval_split_reason/<task>/<lang>` (why; see `components.data.choose_evaluation_split`), `optimistic/<task>/<lang>`
+where that language's score is optimistic (why: `components.data.optimistic_score_reason`, BUCC's in-sample
+threshold); for tagging `tagging_long_sentences` (how sentences longer than `max_length` are read); for BUCC also
 `eval_details/bucc2018/<lang>/{threshold,candidates,predicted}` (no registry metric, so kept out of `eval/`); artifacts
-`predictions/<task>/test-<lang>.<ext>` (the XTREME submission layout).
+`predictions/<task>/<split>-<lang>[.<n>-of-<N>].<ext>` in the XTREME file format, named by the split and items they
+hold, and `predictions/<task>/manifest.json` listing them (`components.predictions`; `analysis.submission` assembles
+the complete test files into the XTREME submission layout).
 """
 
 import tempfile
@@ -22,10 +26,11 @@ from typing import Callable, Iterable
 import click
 
 from components import dual_encoder, tracking
-from components.data import evaluation_data, evaluation_split
+from components.data import EvaluationSplit, choose_evaluation_split, evaluation_set, optimistic_score_reason
 from components.errors import XstiltsInputError
 from components.evaluation import evaluate_language
 from components.models import MODELS, ModelSpec, load_model, load_pretrained, load_tokenizer, resolve_model
+from components.predictions import MANIFEST, PredictionFile, manifest, prediction_file
 from components.retrieval import RETRIEVAL_TASKS, RetrievalResult, check_embedding_options, check_files, embed, \
     hidden_state_index
 from components.tasks import TASKS, TaskSpec, TaskType, get_task
@@ -33,8 +38,8 @@ from components.task_types import handler_for
 from components.training import PRECISIONS, TrainConfig, check_precision
 from components.methods import METHODS, Method
 from pipelines.cli import DEFAULT_MODEL, entry_point
-from pipelines.methods import (LANG_ADAPTER_FALLBACKS, LANG_ADAPTER_PARAM, LangAdapterUse, lang_adapter_plan,
-                               load_adapter_task_model)
+from pipelines.methods import (LANG_ADAPTER_FALLBACKS, LANG_ADAPTER_PARAM, LangAdapterUse,
+                               check_lang_adapter_exclusions, lang_adapter_plan, load_adapter_task_model)
 
 COPIED_PARAMS = ("task", "model", "method", "seed", "intermediate_task", "intermediate_source_lang", "init_run_id",
                  "data_protocol", "max_length", "lang_adapter_run_id", "lang_reduction_factor", "task_reduction_factor")
@@ -141,10 +146,10 @@ def evaluate_trained(train_run_id: str, langs: str, batch_size: int, max_example
         raise XstiltsInputError(f"--max-examples must be 0 (all) or a positive cap, got {max_examples}")
     handler = handler_for(spec)
     method = METHODS[upstream.get("method", "full")]
-    plan = _lang_adapter_plan(method, upstream, languages, lang_adapter_runs, lang_adapter_fallback)
+    plan = _lang_adapter_plan(method, upstream, languages, lang_adapter_runs, lang_adapter_fallback, max_examples)
     copied = {key: upstream[key] for key in COPIED_PARAMS if key in upstream}
     params = {**copied, "train_run_id": train_run_id, "langs": ",".join(languages), "max_eval_examples": max_examples,
-              "eval_precision": precision}
+              "eval_precision": precision, **handler.evaluation_params(int(upstream["max_length"]))}
     with tracking.phase_run("evaluate", params, tags={"task": spec.name}) as run_id:
         if method.adapters:
             tracking.log_params({tracking.language_param_key(LANG_ADAPTER_PARAM, spec.name, lang): use.described
@@ -167,36 +172,60 @@ def evaluate_trained(train_run_id: str, langs: str, batch_size: int, max_example
             return run_id
         labels = tuple(model.config.id2label[index] for index in range(model.config.num_labels))
         # Decided for every language before any is scored, so that a language without labeled data fails at once.
-        tracking.log_params({tracking.language_param_key(tracking.EVAL_SPLIT, spec.name, lang):
-                             evaluation_split(spec, upstream["data_protocol"], lang) for lang in languages})
+        _log_evaluation_splits(spec.name, {lang: choose_evaluation_split(spec, upstream["data_protocol"], lang)
+                                           for lang in languages})
+        select_holdout = int(upstream.get("select_holdout", 0))
+        tracking.log_params({tracking.language_param_key(tracking.OPTIMISTIC, spec.name, lang): reason
+                             for lang in languages
+                             if (reason := optimistic_score_reason(spec, upstream["data_protocol"], lang,
+                                                                   select_holdout))})
+        written = []
         for lang in languages:
-            examples = evaluation_data(spec, upstream["data_protocol"], lang)[: max_examples or None]
+            evaluated = evaluation_set(spec, upstream["data_protocol"], lang).first(max_examples)
             use_language(lang)
-            result = evaluate_language(spec, model, tokenizer, examples, labels, int(upstream["max_length"]),
-                                       batch_size, precision)
+            result = evaluate_language(spec, model, tokenizer, evaluated.examples, labels,
+                                       int(upstream["max_length"]), batch_size, precision)
             tracking.log_language_metrics("eval", spec.name, lang, result.metrics)
             tracking.log_language_metrics("eval_examples", spec.name, lang, {"n": result.n_examples})
-            tracking.log_text(result.prediction_file, f"{tracking.PREDICTIONS_ARTIFACT}/{spec.name}/test-{lang}."
-                                                      f"{handler.prediction_extension}")
+            written.append(prediction_file(lang, evaluated.choice.split, handler.prediction_extension,
+                                           result.prediction_file, evaluated.indices, evaluated.split_size))
+            _log_prediction_files(spec.name, written)
             _echo_metrics(spec.name, lang, result.metrics)
     return run_id
+
+
+def _log_evaluation_splits(task: str, choices: dict[str, EvaluationSplit]) -> None:
+    """Params `eval_split/<task>/<lang>` and `eval_split_reason/<task>/<lang>`."""
+    tracking.log_params({tracking.language_param_key(name, task, lang): value for lang, choice in choices.items()
+                         for name, value in ((tracking.EVAL_SPLIT, choice.split),
+                                             (tracking.EVAL_SPLIT_REASON, choice.reason))})
+
+
+def _log_prediction_files(task: str, files: list[PredictionFile]) -> None:
+    """The newest of `files` under `predictions/<task>/`, and the manifest of all of them (rewritten each time, so
+    that it always lists the files the run holds)."""
+    tracking.log_text(files[-1].content, f"{tracking.PREDICTIONS_ARTIFACT}/{task}/{files[-1].name}")
+    tracking.log_text(manifest(files), f"{tracking.PREDICTIONS_ARTIFACT}/{task}/{MANIFEST}")
 
 
 def _one_model_for_every_language(lang: str) -> None:
     """Full fine-tuning: nothing to swap between languages."""
 
 
-def _lang_adapter_plan(method: Method, run_params: dict, languages: list[str], run_ids: str,
-                       fallback: str) -> dict[str, LangAdapterUse]:
-    """The language adapter of each language for a `method` run (none unless it stacks on language adapters)."""
+def _lang_adapter_plan(method: Method, run_params: dict, languages: list[str], run_ids: str, fallback: str,
+                       max_examples: int) -> dict[str, LangAdapterUse]:
+    """The language adapter of each language for a `method` run (none unless it stacks on language adapters), each
+    checked to have left out what the evaluation scores in its language."""
     if not method.lang_adapters:
         given = [name for name, value in (("--lang-adapter-runs", run_ids), ("--lang-adapter-fallback", fallback))
                  if value]
         if given:
             raise XstiltsInputError(f"{', '.join(given)}: the run's method {method.name} uses no language adapters")
         return {lang: LangAdapterUse("", "", f"none (method {method.name})") for lang in languages}
-    return lang_adapter_plan(languages, run_params["source_lang"], run_params["lang_adapter_run_id"], run_ids,
+    plan = lang_adapter_plan(languages, run_params["source_lang"], run_params["lang_adapter_run_id"], run_ids,
                              fallback)
+    check_lang_adapter_exclusions(plan, run_params["task"], run_params["data_protocol"], max_examples)
+    return plan
 
 
 def evaluate_retrieval(task: str, encoder_run_id: str, model_name: str, layer: int | None, pooling: str, langs: str,
@@ -305,14 +334,16 @@ def _encoder_params(upstream, model_name: str) -> dict[str, str]:
 
 
 def _log_retrieval_results(task: str, results: Iterable[tuple[str, RetrievalResult]]) -> None:
+    written = []
     for lang, result in results:
         tracking.log_language_metrics("eval", task, lang, result.metrics)
         tracking.log_language_metrics("eval_examples", task, lang, {"n": result.n_examples})
         tracking.log_language_metrics("eval_details", task, lang, result.details)
         tracking.log_params({tracking.language_param_key(name, task, lang): value
                              for name, value in result.notes.items()})
-        for name, text in result.prediction_files.items():
-            tracking.log_text(text, f"{tracking.PREDICTIONS_ARTIFACT}/{task}/{name}")
+        for file in result.predictions:
+            written.append(file)
+            _log_prediction_files(task, written)
         _echo_metrics(task, lang, result.metrics)
 
 

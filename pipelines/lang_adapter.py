@@ -6,7 +6,9 @@ deduplicated, the evaluation texts of the studied tasks left out; or a Hugging F
 `intermediate` run (`--init-run-id`: the full_then_madx method needs language adapters trained for that encoder).
 Writes: `adapters/lang_<lang>/` (the adapter: bottleneck + invertible, `seq_bn_inv`), `heads/lang_<lang>/` (its MLM
 head, without the word embeddings it shares with the base model) and `corpus/composition.json`; params: the corpus's
-size and composition, `lang_reduction_factor`, trainable and total parameter counts; metric `train/mlm/loss`.
+size and composition, what it left out of each studied task (`corpus_excluded_items/<task>`: per protocol, the split
+and items an evaluation scores, which `evaluate` checks against what it scores), `lang_reduction_factor`, trainable
+and total parameter counts; metric `train/mlm/loss`.
 """
 
 import json
@@ -18,7 +20,8 @@ from transformers import AutoConfig
 
 from components import tracking
 from components.adapters import LangAdapterConfig, bottleneck_size, lang_adapter_name, train_language_adapter
-from components.corpus import ALL_TASKS, BUNDLE_SOURCE, build_corpus, check_language_code, studied_tasks
+from components.corpus import (ALL_TASKS, AUTO_PROTOCOL, BUNDLE_SOURCE, build_corpus, check_language_code,
+                               evaluation_protocols, studied_tasks)
 from components.errors import XstiltsInputError
 from components.models import load_pretrained, load_tokenizer, resolve_model
 from components.methods import check_upstream, get_method
@@ -53,8 +56,9 @@ _DEFAULTS = LangAdapterConfig()
 @click.option("--exclude-eval-of", default=ALL_TASKS, show_default=True,
               help="Tasks whose evaluation texts in the language are left out: all, none, or names separated by "
                    "commas.")
-@click.option("--protocol", default="auto", show_default=True,
-              help="The protocol the studied tasks are evaluated under (it decides which texts they score).")
+@click.option("--protocol", default=AUTO_PROTOCOL, show_default=True,
+              help="The protocols the studied tasks are evaluated under, separated by commas (each decides which "
+                   "texts they score; auto is resolved per task).")
 @entry_point
 def main(lang: str, model_name: str, init_run_id: str, reduction_factor: float, text_source: str, max_texts: int,
          exclude_eval_of: str, protocol: str, **config_values) -> None:
@@ -70,7 +74,7 @@ def run_lang_adapter(lang: str, model_name: str, init_run_id: str, text_source: 
     resolved = resolve_model(model_name)
     if max_texts < 0:
         raise XstiltsInputError(f"--max-texts must be 0 (all) or a positive cap, got {max_texts}")
-    studied = studied_tasks(exclude_eval_of)
+    studied, protocols = studied_tasks(exclude_eval_of), evaluation_protocols(protocol)
     params = {"lang": lang, "model": resolved.name, "init_run_id": init_run_id, "text_source": text_source,
               "max_texts": max_texts, "exclude_eval_of": exclude_eval_of, "protocol": protocol, **config.as_params()}
     with tracking.phase_run("lang_adapter", params, tags={"lang": lang, "adapter": lang_adapter_name(lang)}) as run_id:
@@ -78,7 +82,7 @@ def run_lang_adapter(lang: str, model_name: str, init_run_id: str, text_source: 
             upstream = tracking.finished_run(init_run_id, "intermediate").data.params
             check_upstream(get_method("full_then_madx"), init_run_id, upstream.get("method", "full"))
             tracking.log_params({"intermediate_task": upstream.get("task", "")})
-        corpus = build_corpus(lang, text_source, studied, protocol, max_texts).capped(max_texts, config.seed)
+        corpus = build_corpus(lang, text_source, studied, protocols, max_texts).capped(max_texts, config.seed)
         tracking.log_params(corpus.params())
         tracking.log_text(json.dumps(corpus.composition(), indent=1), f"{tracking.CORPUS_ARTIFACT}/composition.json")
         with tempfile.TemporaryDirectory(prefix="xstilts-lang-adapter-") as work_dir:

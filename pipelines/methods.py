@@ -3,7 +3,9 @@
 Adapter runs read a FINISHED `lang_adapter` run's `adapters/lang_<lang>/` (the training language's adapter) and, for
 adapter_stilts, the intermediate run's `adapters/task_<task>/`; they write `adapters/task_<task>/` and
 `heads/task_<task>/`, never a copy of the base model. `evaluate` loads them on the base model and swaps in each target
-language's adapter (`lang_adapter_plan`: the language's own lang_adapter run, else an explicit fallback).
+language's adapter (`lang_adapter_plan`: the language's own lang_adapter run, else an explicit fallback), once each
+language's own adapter is known to have left out every text the evaluation scores there
+(`check_lang_adapter_exclusions`).
 """
 
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ import click
 from components import tracking
 from components.adapters import (DEFAULT_TASK_REDUCTION_FACTOR, LANG, TaskAdapterTraining, lang_adapter_name,
                                  load_task_adapter_model, task_adapter_name)
+from components.corpus import check_exclusion_covers, check_exclusion_recorded
 from components.errors import XstiltsInputError
 from components.methods import METHODS, Method, check_upstream, get_method, unsupported_reason
 from components.models import load_tokenizer, resolve_model
@@ -76,8 +79,11 @@ class MethodChoice:
         if unsupported:
             raise XstiltsInputError(f"{unsupported}: use method full")
         base_name = base_model_label(model_name, init_run_id if self.method.encoder_from_upstream else "")
-        lang_dir = (download_lang_adapter(self.lang_adapter_run_id, train_lang, task, work_dir)
-                    if self.method.lang_adapters else None)
+        lang_dir = None
+        if self.method.lang_adapters:
+            params = lang_adapter_params(self.lang_adapter_run_id, train_lang)
+            check_exclusion_recorded(self.lang_adapter_run_id, params, task)
+            lang_dir = download_lang_adapter(self.lang_adapter_run_id, train_lang, work_dir)
         init_dir = (download_task_adapter(init_run_id, work_dir) if self.method.continues_task_adapter else None)
         return TaskAdapterTraining(task, base_name, self.task_reduction_factor, lang_dir, init_dir)
 
@@ -90,18 +96,17 @@ def base_model_label(model_name: str, encoder_run_id: str) -> str:
     return f"{model_name} fine-tuned by run {encoder_run_id}" if encoder_run_id else model_name
 
 
-def download_lang_adapter(run_id: str, lang: str, task: str, work_dir: Path) -> Path:
-    """The adapter folder of a FINISHED lang_adapter run, which must be in `lang` and must not have trained on the
-    evaluation texts of `task` (the task it serves)."""
+def lang_adapter_params(run_id: str, lang: str) -> dict[str, str]:
+    """The params of a FINISHED lang_adapter run, which must have trained the `lang` adapter."""
     params = tracking.finished_run(run_id, LANG_ADAPTER_PHASE).data.params
     if params.get("lang") != lang:
         raise XstiltsInputError(f"lang_adapter run {run_id} trained the {params.get('lang')!r} adapter; "
                                 f"expected one in {lang!r}")
-    if task not in params.get("corpus_excluded_eval_of", "").split(","):
-        raise XstiltsInputError(
-            f"lang_adapter run {run_id} trained on text that may hold {task}'s evaluation texts (its corpus left out "
-            f"those of: {params.get('corpus_excluded_eval_of')}); train the {lang} adapter with -P exclude_eval_of=all "
-            f"or a list that names {task}")
+    return params
+
+
+def download_lang_adapter(run_id: str, lang: str, work_dir: Path) -> Path:
+    """The `lang` adapter folder of lang_adapter run `run_id` (a run `lang_adapter_params` accepts for `lang`)."""
     return tracking.download_artifact(run_id, f"{tracking.ADAPTERS_ARTIFACT}/{lang_adapter_name(lang)}",
                                       work_dir / LANG / lang)
 
@@ -166,6 +171,18 @@ def lang_adapter_plan(languages: list[str], source_lang: str, source_run_id: str
             for lang in languages}
 
 
+def check_lang_adapter_exclusions(plan: dict[str, LangAdapterUse], task: str, protocol: str,
+                                  max_examples: int) -> None:
+    """Refuses the plan unless each language scored on its own adapter has that adapter's corpus leave out every text
+    the evaluation scores there (`components.corpus.check_exclusion_covers`): `protocol` and `max_examples` are the
+    evaluation's. A fallback adapter's corpus is in another language, so it holds none of the language's texts."""
+    spec = get_task(task)
+    for lang, use in plan.items():
+        if use.adapter_lang == lang:
+            check_exclusion_covers(use.run_id, lang_adapter_params(use.run_id, lang), spec, protocol, lang,
+                                   max_examples)
+
+
 def load_adapter_task_model(train_run_id: str, run_params: dict, spec, plan: dict[str, LangAdapterUse],
                             work_dir: Path):
     """The base model of an adapter `target` run with its task adapter and head, and every language adapter of
@@ -184,6 +201,5 @@ def load_adapter_task_model(train_run_id: str, run_params: dict, spec, plan: dic
     loaded = {}
     for use in plan.values():
         if use.run_id and use.run_id not in loaded:
-            loaded[use.run_id] = host.load(download_lang_adapter(use.run_id, use.adapter_lang, spec.name, work_dir),
-                                           LANG).name
+            loaded[use.run_id] = host.load(download_lang_adapter(use.run_id, use.adapter_lang, work_dir), LANG).name
     return host.model, load_tokenizer(resolved), lambda lang: host.activate(task, loaded.get(plan[lang].run_id))

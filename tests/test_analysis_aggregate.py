@@ -17,12 +17,14 @@ SETTINGS = Settings(low_resource_langs=("sw", "ur", "yo"), n_resamples=10_000, b
 
 
 def values(task, by_lang, seed="1", metric=None, intermediate="none", source="", method="full", model="m",
-           dev_langs=()):
-    """Tidy rows of one run: `by_lang` maps language -> value; `dev_langs` were scored on dev, the others on test."""
+           dev_langs=(), optimistic=None):
+    """Tidy rows of one run: `by_lang` maps language -> value; `dev_langs` were scored on dev, the others on test;
+    `optimistic` maps a language to the reason its run logged for the score being optimistic."""
     return [dict(run_id=f"{method}-{intermediate}-{task}-{seed}", parent_run_id="", experiment_id="1", method=method,
                  model=model, intermediate_task=intermediate, intermediate_source_lang=source, target_task=task,
                  seed=seed, lang=lang, eval_split="dev" if lang in dev_langs else "test",
-                 metric=metric or TASKS[task].headline_metric, value=float(value))
+                 optimistic=(optimistic or {}).get(lang, ""), metric=metric or TASKS[task].headline_metric,
+                 value=float(value))
             for lang, value in by_lang.items()]
 
 
@@ -308,3 +310,130 @@ def test_a_language_scope_averages_a_subset_study_over_its_languages():
     assert analyse(table, NO_DISTANCES, SETTINGS).task_averages["avg"].isna().all()
     low = row(analyse(table, NO_DISTANCES, scoped).low_resource, target_task="xnli")
     assert (low["low_resource_langs"], low["avg"]) == ("sw", pytest.approx(40.0))
+
+
+IN_SAMPLE = "in-sample: F1 on the dev gold that the threshold was tuned on"
+SELECTION_SET = "English dev split is also the selection set"
+XTREME_WITHOUT_BUCC = {"classification": (70 + 90) / 2, "tagging": (80 + 50) / 2, "qa": (70 + 60 + 50) / 3,
+                       "retrieval": 40}  # the f1 variant of `xtreme_r_and_xtreme_runs`, tatoeba alone in retrieval
+
+
+def runs_with_in_sample_bucc():
+    """`xtreme_r_and_xtreme_runs`, its BUCC scores (10 in de, fr, ru, zh) marked in-sample by their run."""
+    runs = [run for run in xtreme_r_and_xtreme_runs() if run[0]["target_task"] != "bucc2018"]
+    bucc = TASKS["bucc2018"].langs
+    return [*runs, values("bucc2018", every_lang("bucc2018", 10), optimistic=dict.fromkeys(bucc, IN_SAMPLE))]
+
+
+def test_in_sample_bucc_is_left_out_of_the_xtreme_scores_unless_asked_for():
+    analysis = analyse(tidy(*runs_with_in_sample_bucc()), NO_DISTANCES, SETTINGS)
+    scores = analysis.benchmark_scores
+    retrieval = row(scores, benchmark="XTREME", qa_variant="f1", group="retrieval")
+    assert retrieval["score"] == pytest.approx(40)  # tatoeba alone
+    assert (retrieval["tasks"], retrieval["optimistic"], retrieval["note"]) == (
+        "tatoeba", "left out: bucc2018 de,fr,ru,zh", "")
+    overall = row(scores, benchmark="XTREME", qa_variant="f1", group="overall")
+    assert overall["score"] == pytest.approx((70 + 90 + 80 + 50 + 70 + 60 + 50 + 40) / 8)
+    assert "bucc2018" not in overall["tasks"].split(",") and overall["optimistic"] == "left out: bucc2018 de,fr,ru,zh"
+    assert row(scores, benchmark="XTREME", qa_variant="f1", group="tagging")["optimistic"] == ""
+    assert row(scores, benchmark="XTREME-R", qa_variant="f1", group="overall")["score"] == pytest.approx(
+        (70 + 60 + (33 * 80 + 5 * 0) / 38 + 50 + 70 + 60 + 50 + 30 + 20 + 40) / 10)  # XTREME-R has no BUCC
+    # Labelled, not dropped, everywhere else: the per-language scores and BUCC's own task average.
+    assert row(analysis.per_language, target_task="bucc2018", lang="zh")["optimistic"] == IN_SAMPLE
+    assert row(analysis.per_language, target_task="xnli", lang="de")["optimistic"] == ""
+    bucc = row(analysis.task_averages, target_task="bucc2018")
+    assert (bucc["avg"], bucc["optimistic"]) == (pytest.approx(10), f"de,fr,ru,zh: {IN_SAMPLE}")
+    assert row(analysis.optimistic, target_task="bucc2018")["langs"] == "de,fr,ru,zh"
+    assert f"full · m · none × bucc2018: optimistic in de,fr,ru,zh ({IN_SAMPLE}): labelled; left out of the " \
+           "benchmark scores (--include-optimistic keeps them)" in analysis.notes
+
+    included = analyse(tidy(*runs_with_in_sample_bucc()), NO_DISTANCES,
+                       Settings(low_resource_langs=("sw",), include_optimistic=True)).benchmark_scores
+    retrieval = row(included, benchmark="XTREME", qa_variant="f1", group="retrieval")
+    assert retrieval["score"] == pytest.approx((40 + 10) / 2)
+    assert (retrieval["tasks"], retrieval["optimistic"]) == ("tatoeba,bucc2018", "included: bucc2018 de,fr,ru,zh")
+    assert row(included, benchmark="XTREME", qa_variant="f1", group="overall")["score"] == pytest.approx(
+        (70 + 90 + 80 + 50 + 70 + 60 + 50 + 40 + 10) / 9)
+
+
+def test_an_optimistic_english_score_leaves_its_task_averaged_over_the_other_languages():
+    """PAN-X under target-dev: English is scored on its selection set (95 there, 50 in the other 47 languages)."""
+    runs = [run for run in xtreme_r_and_xtreme_runs() if run[0]["target_task"] != "panx"]
+    runs.append(values("panx", every_lang("panx", 50, en=95), optimistic={"en": SELECTION_SET}))
+    udpos_r = (33 * 80 + 5 * 0) / 38
+    with_english = (47 * 50 + 95) / 48
+    for include, panx_score, label in ((False, 50, "left out: panx en"), (True, with_english, "included: panx en")):
+        analysis = analyse(tidy(*runs), NO_DISTANCES, Settings(low_resource_langs=("sw",), include_optimistic=include))
+        tagging = row(analysis.benchmark_scores, benchmark="XTREME-R", qa_variant="f1", group="tagging")
+        assert tagging["score"] == pytest.approx((udpos_r + panx_score) / 2), include
+        assert (tagging["tasks"], tagging["optimistic"]) == ("udpos,panx", label)
+        panx = row(analysis.task_averages, target_task="panx")  # the task average keeps English either way
+        assert (panx["avg"], panx["avg_no_en"]) == (pytest.approx(with_english), pytest.approx(50))
+        assert panx["optimistic"] == f"en: {SELECTION_SET}"
+
+
+def test_a_group_whose_every_score_is_optimistic_is_not_computed():
+    bucc = TASKS["bucc2018"].langs
+    runs = [values("bucc2018", every_lang("bucc2018", 10), optimistic=dict.fromkeys(bucc, IN_SAMPLE)),
+            values("tatoeba", every_lang("tatoeba", 40), optimistic={"de": "made up for the test"})]
+    scores = analyse(tidy(*runs), NO_DISTANCES, SETTINGS).benchmark_scores
+    retrieval = row(scores, benchmark="XTREME", qa_variant="f1", group="retrieval")
+    assert retrieval["score"] == pytest.approx(40) and retrieval["optimistic"] == "left out: tatoeba de; bucc2018 " \
+                                                                                  "de,fr,ru,zh"
+    only_bucc = analyse(tidy(runs[0]), NO_DISTANCES, SETTINGS).benchmark_scores
+    retrieval = row(only_bucc, benchmark="XTREME", qa_variant="f1", group="retrieval")
+    assert math.isnan(retrieval["score"]) and retrieval["tasks"] == "tatoeba"
+    assert retrieval["note"] == "not computed: no run or no complete cell for tatoeba"
+    tatoeba = TASKS["tatoeba"].langs
+    every_one = analyse(tidy(runs[0], values("tatoeba", every_lang("tatoeba", 40),
+                                             optimistic=dict.fromkeys(tatoeba, "made up for the test"))),
+                        NO_DISTANCES, SETTINGS).benchmark_scores
+    retrieval = row(every_one, benchmark="XTREME", qa_variant="f1", group="retrieval")
+    assert math.isnan(retrieval["score"]) and retrieval["tasks"] == ""
+    assert retrieval["note"] == "not computed: every task's scores are optimistic (--include-optimistic keeps them)"
+
+
+def test_seed_none_and_numbered_seeds_in_one_configuration_are_refused_with_the_reason():
+    """The base encoder (seed none) and a seeded target run's encoder both score Tatoeba as `full · m · none`."""
+    mixed = [values("tatoeba", every_lang("tatoeba", 40), seed="none"),
+             values("tatoeba", every_lang("tatoeba", 60), seed="1"),
+             values("tatoeba", every_lang("tatoeba", 44), seed="1", intermediate="anli", source="en"),
+             values("tatoeba", every_lang("tatoeba", 46), seed="2", intermediate="anli", source="en")]
+    analysis = analyse(tidy(*mixed), NO_DISTANCES, SETTINGS)
+    assert "full · m · none × tatoeba: runs with seed none (deterministic, e.g. retrieval straight from an " \
+           "encoder) and with seed(s) 1: two different models under one configuration: refused, in no score, " \
+           "average or gain (tell them apart with --tags or --parent-run-id)" in analysis.notes
+    assert set(analysis.per_language["intermediate_task"]) == set(analysis.coverage["intermediate_task"]) == {"anli"}
+    anli = row(analysis.task_averages, target_task="tatoeba")
+    assert (anli["avg"], anli["n_seeds"], anli["note"]) == (pytest.approx((44 + 46) / 2), 2, "")
+    assert analysis.task_gains.empty and analysis.language_gains.empty  # no baseline left to pair with
+    assert not any(note.endswith(": : excluded from every average") for note in analysis.notes)
+
+
+def test_a_configuration_whose_tasks_have_different_seeds_names_the_missing_ones():
+    """Seeds 1 and 2 of every XTREME-R task but Tatoeba (deterministic), and a seed 3 of XNLI only."""
+    runs = [run for seed, xnli in (("1", 70), ("2", 72)) for run in xtreme_r_and_xtreme_runs(seed, xnli)
+            if run[0]["target_task"] != "tatoeba"]
+    runs += [values("xnli", every_lang("xnli", 77), seed="3"),
+             values("tatoeba", every_lang("tatoeba", 40), seed="none")]
+    scores = analyse(tidy(*runs), NO_DISTANCES, SETTINGS).benchmark_scores
+    xnli = (70 + 72 + 77) / 3
+    overall = row(scores, benchmark="XTREME-R", qa_variant="f1", group="overall")
+    assert overall["score"] == pytest.approx((xnli + 60 + (33 * 80 + 5 * 0) / 38 + 50 + 70 + 60 + 50 + 30 + 20 + 40)
+                                             / 10)
+    assert math.isnan(overall["score_std"]) and pd.isna(overall["n_seeds"])
+    assert overall["note"] == ("its tasks have different seeds: mean of their seed means, no std (seed 3 missing in "
+                               "xcopa, udpos, panx, xquad, mlqa, tydiqa, mewslix, lareqa; tatoeba deterministic "
+                               "(seed none))")
+    classification = row(scores, benchmark="XTREME-R", qa_variant="f1", group="classification")
+    assert classification["score"] == pytest.approx((xnli + 60) / 2)
+    assert classification["note"] == "its tasks have different seeds: mean of their seed means, no std (seed 3 " \
+                                     "missing in xcopa)"
+    tagging = row(scores, benchmark="XTREME-R", qa_variant="f1", group="tagging")  # seeds 1 and 2 in both tasks
+    assert (tagging["n_seeds"], tagging["score_std"], tagging["note"]) == (2, pytest.approx(0), "")
+
+
+def test_seed_gaps_order_seeds_as_numbers():
+    gaps = aggregate._seed_gaps({"xnli": {"1", "2", "3"}, "udpos": {"1", "2"}, "tatoeba": {"none"},
+                                 "mlqa": {"1", "2", "3", "10"}})
+    assert gaps == "seed 3 missing in udpos; seed 10 missing in xnli, udpos; tatoeba deterministic (seed none)"

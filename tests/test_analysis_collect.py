@@ -5,7 +5,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis.collect import RunSelection, collect, parse_tags
+from components.data import SELECTED_ON_SCORED_SPLIT, optimistic_score_reason
 from components.errors import XstiltsInputError
+from components.retrieval import BUCC_IN_SAMPLE
+from components.tasks import TASKS
+from pipelines import evaluate, target
+from tests.test_entry_points import FAST, invoke, run_id_of
+from tests.test_retrieval_eval import bucc_root, run_bucc  # noqa: F401  (bucc_root: a fixture)
 
 CONTRACT = {"task": "xnli", "model": "m", "method": "full", "seed": "1", "intermediate_task": "anli",
             "intermediate_source_lang": "en", "data_protocol": "dev-split"}
@@ -100,3 +106,46 @@ def test_each_value_carries_the_split_its_run_logged_for_the_language(tracking_s
     tidy = collect(RunSelection(experiment="study")).tidy.set_index(["target_task", "lang"])
     assert tidy.loc[("udpos", "wo"), "eval_split"] == "test" and tidy.loc[("udpos", "ja"), "eval_split"] == "dev"
     assert tidy.loc[("xnli", "de"), "eval_split"] == "unrecorded"
+
+
+def test_each_value_carries_the_reason_its_run_gave_for_being_optimistic(tracking_store):
+    log_run({"eval/bucc2018/zh/f1": 30.0, "eval/bucc2018/de/f1": 20.0},
+            params={**CONTRACT, "task": "bucc2018", "seed": "none", "optimistic/bucc2018/zh": "in-sample threshold"})
+    log_run({"eval/xnli/de/accuracy": 61.0})  # no optimistic/ param: not optimistic
+    tidy = collect(RunSelection(experiment="study")).tidy.set_index(["target_task", "lang"])
+    assert tidy.loc[("bucc2018", "zh"), "optimistic"] == "in-sample threshold"
+    assert tidy.loc[("bucc2018", "de"), "optimistic"] == "" and tidy.loc[("xnli", "de"), "optimistic"] == ""
+
+
+@pytest.mark.parametrize("task, protocol, lang, select_holdout, reason", [
+    ("panx", "auto", "en", 0, SELECTED_ON_SCORED_SPLIT),  # target-dev: English dev selects and is scored
+    ("panx", "target-dev", "de", 0, ""),  # another language's dev split is not the selection set
+    ("panx", "target-dev", "en", 100, ""),  # selection on held-out training items
+    ("xnli", "auto", "en", 0, ""),  # dev-split: the scored English items neither train nor select
+    ("xnli", "standard", "en", 0, SELECTED_ON_SCORED_SPLIT),  # XTREME blanks XNLI test labels: English scored on dev
+    ("xquad", "standard", "en", 0, ""),  # scored on test
+])
+def test_an_english_score_on_the_selection_set_is_optimistic(task, protocol, lang, select_holdout, reason):
+    assert optimistic_score_reason(TASKS[task], protocol, lang, select_holdout) == reason
+
+
+def test_evaluate_marks_an_in_sample_bucc_score_and_collect_labels_it(tracking_store, tiny_model_dir, bucc_root):
+    run = run_bucc(tiny_model_dir)
+    assert run.data.params["optimistic/bucc2018/zh"] == BUCC_IN_SAMPLE
+    tidy = collect(RunSelection()).tidy
+    assert set(tidy["optimistic"]) == {BUCC_IN_SAMPLE} and set(tidy["metric"]) == {"f1", "precision", "recall"}
+
+
+def test_evaluate_marks_the_english_score_on_the_selection_set(tracking_store, tiny_model_dir):
+    """UD-POS (standard): the bundle has English dev only, which also selects; Wolof is scored on test."""
+    code, out = invoke(target.main, ["--task", "udpos", "--model", str(tiny_model_dir), *FAST,
+                                     "--max-select-examples", "20"])
+    assert code == 0, out
+    code, out = invoke(evaluate.main, ["--train-run-id", run_id_of(out, "target"), "--langs", "en,wo",
+                                       "--max-examples", "10"])
+    assert code == 0, out
+    params = MlflowClient().get_run(run_id_of(out, "evaluate")).data.params
+    assert params["optimistic/udpos/en"] == SELECTED_ON_SCORED_SPLIT and "optimistic/udpos/wo" not in params
+    tidy = collect(RunSelection()).tidy.set_index(["lang", "metric"])
+    assert tidy.loc[("en", "f1"), "optimistic"] == SELECTED_ON_SCORED_SPLIT
+    assert tidy.loc[("wo", "f1"), "optimistic"] == ""

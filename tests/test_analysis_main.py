@@ -90,3 +90,30 @@ def test_mlproject_parameters_are_the_cli_options():
     options = {option.name for option in main.main.params}
     assert set(project["parameters"]) == options
     assert all(f"--{name.replace('_', '-')} {{{name}}}" in project["command"] for name in options)
+
+
+def test_optimistic_scores_are_labelled_and_left_out_of_the_benchmark_scores_unless_asked_for(tracking_store,
+                                                                                              tmp_path):
+    """Tatoeba (40 in every language) and BUCC (10, in-sample in every language) from the base encoder."""
+    encoder = {"model": "m", "method": "full", "seed": "none", "intermediate_task": "none"}
+    log_run({f"eval/tatoeba/{lang}/accuracy": 40.0 for lang in TASKS["tatoeba"].langs},
+            params={**encoder, "task": "tatoeba"})
+    bucc = TASKS["bucc2018"].langs
+    log_run({f"eval/bucc2018/{lang}/f1": 10.0 for lang in bucc},
+            params={**encoder, "task": "bucc2018", **{f"optimistic/bucc2018/{lang}": "in-sample" for lang in bucc}})
+    for flag, retrieval_score, fate in (("false", 40.0, "left out"), ("true", (40 + 10) / 2, "included")):
+        folder = tmp_path / flag
+        code, out = invoke("--experiment", "study", "--output-dir", str(folder), "--n-bootstrap", "100",
+                           "--include-optimistic", flag)
+        assert code == 0, out
+        scores = pd.read_csv(folder / "tables" / "benchmark_scores.csv", keep_default_na=False)
+        retrieval = scores[(scores["benchmark"] == "XTREME") & (scores["group"] == "retrieval")
+                           & (scores["qa_variant"] == "f1")].iloc[0]
+        assert (float(retrieval["score"]), retrieval["optimistic"]) == (pytest.approx(retrieval_score),
+                                                                          f"{fate}: bucc2018 de,fr,ru,zh")
+        report = (folder / "report.md").read_text(encoding="utf-8")
+        assert "## Optimistic scores" in report and f"Optimistic scores: {fate} " in report
+        assert "| full · m · none | bucc2018 | de,fr,ru,zh | in-sample |" in report
+        assert "| full · m · none | bucc2018 | f1 | unrecorded | de,fr,ru,zh |" in report  # the per-language grid
+    analysis_runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`xlt.phase` = 'analysis'")
+    assert sorted(analysis_runs["params.include_optimistic"]) == ["False", "True"]

@@ -2,7 +2,8 @@
 
 import pytest
 
-from components.corpus import build_corpus, example_texts, studied_tasks
+from components.corpus import (TaskExclusion, build_corpus, check_exclusion_covers, check_exclusion_recorded,
+                               evaluation_protocols, example_texts, studied_tasks)
 from components.data import evaluation_data, load_split
 from components.errors import XstiltsInputError
 from components.tasks import get_task
@@ -95,3 +96,71 @@ def test_an_online_corpus_is_filtered_like_the_bundle(monkeypatch):
     assert calls == [("wikimedia/wikipedia", "20231101.sw", "train", True)]
     assert corpus.texts == ["Kwanza.", "Pili.", "Tatu."]
     assert corpus.sources[0].excluded_eval == 1
+
+
+def sw_adapter_params(studied: str, *protocols: str) -> dict:
+    """The params a lang_adapter run logs for a Swahili bundle corpus."""
+    return {"lang": "sw", **build_corpus("sw", "bundle", studied_tasks(studied), protocols).params()}
+
+
+XNLI, XCOPA = get_task("xnli"), get_task("xcopa")
+
+
+def test_an_exclusion_covers_an_evaluation_whose_items_it_left_out():
+    dev_split_only = sw_adapter_params("xnli", "dev-split")
+    # Dev-split scores a part of the dev pool; target-dev all 2,490 dev items, most of which this corpus kept.
+    check_exclusion_covers("run1", dev_split_only, XNLI, "dev-split", "sw")
+    with pytest.raises(XstiltsInputError, match=r"lang_adapter run run1 may have trained on text this evaluation "
+                                                r"scores: xnli \[sw\] scores target-dev: dev 0-2489, and the adapter's "
+                                                r"corpus left out of xnli: dev-split: dev \d+-2489; not left out: dev "
+                                                r"0-\d+\. Retrain the sw adapter .* -P protocol=target-dev"):
+        check_exclusion_covers("run1", dev_split_only, XNLI, "target-dev", "sw")
+    # The first 100 dev items train and select under dev-split: a capped target-dev evaluation is not covered either.
+    with pytest.raises(XstiltsInputError, match=r"scores target-dev: dev 0-99, .* not left out: dev 0-99\."):
+        check_exclusion_covers("run1", dev_split_only, XNLI, "target-dev", "sw", max_examples=100)
+    both = sw_adapter_params("xnli", "dev-split", "target-dev")
+    for protocol in ("dev-split", "target-dev", "auto"):
+        check_exclusion_covers("run2", both, XNLI, protocol, "sw")
+
+
+def test_an_exclusion_of_another_split_does_not_cover():
+    # XCOPA scores sw on its 500 test items under standard and on its 100 dev items under target-dev.
+    target_dev = sw_adapter_params("xcopa", "target-dev")
+    check_exclusion_covers("run1", target_dev, XCOPA, "target-dev", "sw")
+    with pytest.raises(XstiltsInputError, match=r"xcopa \[sw\] scores standard: test 0-499, and the adapter's corpus "
+                                                r"left out of xcopa: target-dev: dev 0-99; not left out: test 0-499"):
+        check_exclusion_covers("run1", target_dev, XCOPA, "standard", "sw")
+
+
+def test_an_adapter_without_a_record_for_the_task_is_refused():
+    with pytest.raises(XstiltsInputError, match=r"xnli \[sw\] scores dev-split: .* left out of xnli: nothing "
+                                                r"recorded \(corpus_excluded_eval_of: panx; runs from before"):
+        check_exclusion_covers("run1", sw_adapter_params("panx"), XNLI, "auto", "sw")
+    # A run from before the record: its task list alone.
+    with pytest.raises(XstiltsInputError, match=r"left out of xnli: nothing recorded \(corpus_excluded_eval_of: "
+                                                r"xnli; runs from before corpus_excluded_items/<task> was logged"):
+        check_exclusion_covers("old", {"lang": "sw", "corpus_excluded_eval_of": "xnli"}, XNLI, "auto", "sw")
+    with pytest.raises(XstiltsInputError, match="lang_adapter run old recorded no exclusion of xnli's evaluation "
+                                                "texts"):
+        check_exclusion_recorded("old", {"lang": "sw", "corpus_excluded_eval_of": "xnli"}, "xnli")
+
+
+def test_the_record_names_each_protocol_resolved_per_task_and_reads_back():
+    params = sw_adapter_params("xnli,panx,xcopa,tatoeba", "auto")
+    # auto: dev-split for XNLI, target-dev for PAN-X (1,000 sw dev sentences), standard for XCOPA (500 test items).
+    assert params["corpus_excluded_items/xnli"].startswith("dev-split: dev ")
+    assert params["corpus_excluded_items/panx"] == "target-dev: dev 0-999"
+    assert params["corpus_excluded_items/xcopa"] == "standard: test 0-499"
+    assert params["corpus_excluded_items/tatoeba"] == "every text"
+    logged = {"corpus_excluded_items/xnli": "dev-split: dev 0-3,5,9-12; standard: none"}
+    exclusion = TaskExclusion.from_params("xnli", logged)
+    assert [(entry.protocol, entry.split, entry.items) for entry in exclusion.per_protocol] == [
+        ("dev-split", "dev", (0, 1, 2, 3, 5, 9, 10, 11, 12)), ("standard", "", ())]
+    assert exclusion.describe() == logged["corpus_excluded_items/xnli"]
+
+
+def test_protocol_lists_are_checked():
+    assert evaluation_protocols("auto, standard,auto") == ("auto", "standard")
+    with pytest.raises(XstiltsInputError, match="--protocol 'sometimes': expected auto or protocols separated by "
+                                                "commas"):
+        evaluation_protocols("sometimes")

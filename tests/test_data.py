@@ -3,15 +3,17 @@ import json
 
 import pytest
 
-from components.data import (cut_dev_pool, evaluation_data, evaluation_split, load_split, resolve_protocol,
-                             stage_params, training_stages)
+from components.data import (EvaluationSplit, choose_evaluation_split, cut_dev_pool, evaluation_data, evaluation_set,
+                             evaluation_split, load_split, resolve_protocol, stage_params, training_stages)
 from components.errors import XstiltsInputError
 from components.settings import data_root
 from components.tasks import DevSplit, get_task
+from components.training import TrainConfig
 
 XNLI = get_task("xnli")
 PAWSX = get_task("pawsx")
 UDPOS = get_task("udpos")
+XCOPA = get_task("xcopa")
 
 
 def write(root, relative, text):
@@ -43,8 +45,12 @@ def test_label_outside_label_set(tmp_path):
 
 def test_unlabeled_split_is_refused(tmp_path):
     path = write(tmp_path, "xtreme/download/xnli/dev-de.tsv", "a\tb\nc\td\n")
-    with pytest.raises(XstiltsInputError, match=f"{path}: unlabeled split"):
+    # Offline, the Hub (which may keep the labels the file lacks) cannot serve it either.
+    with pytest.raises(XstiltsInputError, match=f"labels withheld in {path} \\(every row has 2 columns.*Hugging Face"):
         load_split(XNLI, "dev", "de", tmp_path)
+    path = write(tmp_path, "xtreme/download/udpos/dev-de.tsv", "Haus\tNOUN\n\nBaum\n")
+    with pytest.raises(XstiltsInputError, match=f"{path}:3: expected 2 tab-separated columns .*, found 1"):
+        load_split(UDPOS, "dev", "de", tmp_path)
 
 
 def test_withheld_test_labels_are_never_read_locally(tmp_path):
@@ -196,6 +202,75 @@ def test_a_language_without_labeled_test_or_dev_data_names_both_files(tmp_path):
         evaluation_split(UDPOS, "standard", "xx")
 
 
+def test_the_evaluation_split_says_why(tmp_path):
+    assert choose_evaluation_split(UDPOS, "standard", "wo") == EvaluationSplit("test", "labeled local test file")
+    ja = choose_evaluation_split(UDPOS, "standard", "ja")
+    assert ja.split == "dev"
+    assert ja.reason.startswith(f"test: missing data file(s): {data_root() / 'xtreme/download/udpos/test-ja.tsv'}")
+    assert choose_evaluation_split(XNLI, "standard", "de") == EvaluationSplit(
+        "dev", "test: the XTREME layout withholds xnli test labels, so local files are never scored")
+    assert choose_evaluation_split(XNLI, "auto", "de") == EvaluationSplit(
+        "dev", "protocol dev-split scores the evaluation part of the dev pool")
+
+
+# A test file as XTREME's udpos_preprocess writes it: one word per line, a blank line between sentences, no tags.
+WORDS_ONLY = "Das\nHaus\n\nEin\nBaum\n"
+TAGGED = "Das\tDET\nHaus\tNOUN\n\nEin\tDET\nBaum\tNOUN\n"
+
+
+def test_a_test_file_without_tags_is_scored_on_labeled_dev_instead(tmp_path):
+    test = write(tmp_path, "xtreme/download/udpos/test-de.tsv", WORDS_ONLY)
+    write(tmp_path, "xtreme/download/udpos/dev-de.tsv", "Ein\tDET\nHund\tNOUN\n")
+    assert choose_evaluation_split(UDPOS, "standard", "de", tmp_path) == EvaluationSplit(
+        "dev", f"test: labels withheld in {test} (every line holds a word and no tag)")
+    evaluated = evaluation_set(UDPOS, "standard", "de", tmp_path)
+    assert evaluated.examples == [{"tokens": ["Ein", "Hund"], "tags": ["DET", "NOUN"], "lang": "de"}]
+    assert (evaluated.indices, evaluated.split_size) == ((0,), 1)
+    write(tmp_path, "xtreme/download/udpos/test-de.tsv", TAGGED)
+    assert evaluation_split(UDPOS, "standard", "de", tmp_path) == "test"
+    assert len(evaluation_data(UDPOS, "standard", "de", tmp_path)) == 2
+
+
+def test_a_test_file_without_tags_and_no_dev_file_names_both(tmp_path):
+    test = write(tmp_path, "xtreme/download/udpos/test-de.tsv", WORDS_ONLY)
+    with pytest.raises(XstiltsInputError, match=f"cannot evaluate udpos \\[de\\]: no labeled test or dev data. test: "
+                                                f"labels withheld in {test} .*dev: missing data file"):
+        evaluation_split(UDPOS, "standard", "de", tmp_path)
+
+
+COPA_ROW = {"premise": "The man fell.", "choice1": "He slipped.", "choice2": "He sang.", "question": "cause", "idx": 1}
+
+
+def test_a_label_less_multiple_choice_test_file_is_scored_on_dev_instead(tmp_path):
+    # SuperGLUE's COPA test file has rows without a `label` field.
+    test = write(tmp_path, "xtreme/download/xcopa/test-et.jsonl", json.dumps(COPA_ROW) + "\n")
+    write(tmp_path, "xtreme/download/xcopa/val-et.jsonl", json.dumps({**COPA_ROW, "label": 0}) + "\n")
+    assert choose_evaluation_split(XCOPA, "standard", "et", tmp_path) == EvaluationSplit(
+        "dev", f"test: labels withheld in {test} (no record has a `label` field)")
+    assert [example["label"] for example in evaluation_data(XCOPA, "standard", "et", tmp_path)] == [0]
+
+
+def squad_file(*answers: str) -> str:
+    """One paragraph "The cat sat." with one question per answer text ("" = blanked, as XTREME blanks test answers)."""
+    return json.dumps({"version": "1.1", "data": [{"paragraphs": [{"context": "The cat sat.", "qas": [
+        {"id": f"q{number}", "question": "Who?", "answers": [{"text": text, "answer_start": 4 if text else 0}]}
+        for number, text in enumerate(answers, start=1)]}]}]})
+
+
+def test_blanked_qa_answers_send_evaluation_to_the_hub_which_offline_names_the_file(tmp_path):
+    path = write(tmp_path, "xtreme/download/xquad/xquad.de.json", squad_file("", ""))
+    choice = choose_evaluation_split(XQUAD, "standard", "de", tmp_path)
+    assert choice == EvaluationSplit("test", f"Hugging Face Hub google/xquad (local test: labels withheld in {path} "
+                                             "(no question has an answer text); local dev: the XTREME layout has no "
+                                             "dev split for xquad)")
+    with pytest.raises(XstiltsInputError, match=f"cannot load xquad test \\[de\\]: labels withheld in {path} .*the "
+                                                "Hugging Face dataset path failed too"):
+        evaluation_data(XQUAD, "standard", "de", tmp_path)
+    write(tmp_path, "xtreme/download/xquad/xquad.de.json", squad_file("cat", ""))
+    with pytest.raises(XstiltsInputError, match=f"{path}: question q2 has no answer text \\(1 of 2 questions"):
+        evaluation_split(XQUAD, "standard", "de", tmp_path)
+
+
 def test_anli_reader_maps_short_labels_and_checks_columns(tmp_path):
     header = "context,statement,gold_label,uid\n"
     write(tmp_path, "english/anli/ANLI_analysis_r1_dev.csv", header + 'p,"h, with comma",e,1\n')
@@ -259,9 +334,18 @@ def test_xcopa_trains_on_socialiqa_then_copa_as_xtreme_r_does():
                                                                                               "dev-split")
     # Then COPA train (400) with selection on XCOPA's English dev (COPA val, 100).
     assert (copa.task, len(copa.train), len(copa.select), copa.params["train_source"]) == ("xcopa", 400, 100, "copa")
-    params = stage_params([siqa, copa])
+    params = stage_params([siqa, copa], TrainConfig())
     assert params["stage1_task"] == "siqa" and params["stage2_n_train_examples"] == 400
     assert params["stage1_protocol_select_items"] == "1700-1953"
+
+
+def test_logged_sizes_are_those_used_after_the_caps_with_the_available_ones_beside():
+    stages = training_stages(get_task("xcopa"), "standard", "en")
+    params = stage_params(stages, TrainConfig(max_train_examples=640, max_select_examples=200))
+    keys = ("n_train_examples", "n_train_available", "n_select_examples", "n_select_available")
+    # SocialIQA's dev-split: 1,700 train and 254 select items, capped at 640 and 200; COPA: 400 and 100, under the caps.
+    assert {stage: tuple(params[f"stage{stage}_{key}"] for key in keys) for stage in (1, 2)} == \
+        {1: (640, 1700, 200, 254), 2: (400, 400, 100, 100)}
 
 
 XQUAD = get_task("xquad")

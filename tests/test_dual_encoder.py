@@ -119,13 +119,16 @@ def test_lareqa_average_precision_at_20_by_hand():
     # One question ("q") in English and German; its answer is sentence A in both, B is a wrong sentence.
     queries = {lang: [{"id": "q", "query": f"q{lang}", "answer_id": f"A-{lang}", "lang": lang}] for lang in ("en", "de")}
     data = dual_encoder.RetrievalData(queries=queries, relevant={"q": {"A-en", "A-de"}}, candidates=[
-        ("A-en", "Aen context"), ("B-en", "Ben context"), ("A-de", "Ade context"), ("B-de", "Bde context")])
+        ("A-en", "Aen context"), ("B-en", "Ben context"), ("A-de", "Ade context"), ("B-de", "Bde context")],
+        test_sizes={"en": 1, "de": 1})
     results = dual_encoder.score(data, embed_by_first_word)
     # English query (1, 0): A-en 1.0, B-en 0.8, A-de 0.6, B-de 0: targets at ranks 1 and 3, AP = (1/1 + 2/3) / 2.
     # German query (0, 1): B-de 1.0, A-de 0.8, B-en 0.6, A-en 0: targets at ranks 2 and 4, AP = (1/2 + 2/4) / 2.
     assert results["en"].metrics == {"map_at_20": pytest.approx(100 * 5 / 6)}
     assert results["de"].metrics == {"map_at_20": pytest.approx(50.0)}
-    assert json.loads(results["de"].prediction_files["test-de.json"]) == {"q": ["B-de", "A-de", "B-en", "A-en"]}
+    [file] = results["de"].predictions
+    assert file.name == "test-de.json"
+    assert json.loads(file.content) == {"q": ["B-de", "A-de", "B-en", "A-en"]}
     assert (results["de"].n_examples, results["de"].details) == (1, {"candidates": 4})
 
 
@@ -200,7 +203,9 @@ def test_mewslix_mentions_rank_the_candidate_set(tmp_path):
                "stepped down.": (0.0, 1.0), "Entity Q1. Second line.": (0.0, 1.0),
                "Entity Q2. Second line.": (0.6, 0.8), "Entity Q3. Second line.": (0.8, 0.6)}
     result = dual_encoder.score(data, lambda texts: np.array([vectors[text] for text in texts]))["en"]
-    predictions = json.loads(result.prediction_files["test-en.json"])
+    [file] = result.predictions
+    assert (file.name, file.n_items, file.split_items) == ("test-en.json", 2, 2)
+    predictions = json.loads(file.content)
     # en-1 (1, 0): Q3 0.8, Q2 0.6, Q1 0 -> gold Q1 at rank 3; en-2 (0, 1): Q1 1.0, Q2 0.8 -> gold Q2 at rank 2.
     assert predictions == {"en-1": ["Q3", "Q2", "Q1"], "en-2": ["Q1", "Q2", "Q3"]}
     assert result.metrics == {"map_at_20": pytest.approx(100 * (1 / 3 + 1 / 2) / 2)}
@@ -315,7 +320,9 @@ def test_lareqa_chain_scores_the_prediction_files_it_writes(lareqa_target):
     code, out = invoke(evaluate.main, ["--train-run-id", lareqa_target, "--langs", "de", "--max-examples", "1"])
     assert code == 0, out
     capped_id = run_id_of(out, "evaluate")
-    assert set(json.loads(mlflow.artifacts.load_text(f"runs:/{capped_id}/predictions/lareqa/test-de.json"))) == {"q1"}
+    # The first of the 2 German questions: the file name says so.
+    assert set(json.loads(mlflow.artifacts.load_text(f"runs:/{capped_id}/predictions/lareqa/test-de.1-of-2.json"))
+               ) == {"q1"}
 
 
 def test_lareqa_from_an_encoder_without_task_training(tracking_store, tiny_model_dir, data_root):

@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from components import tracking
 from components.errors import XstiltsInputError
+from components.corpus import build_corpus, check_exclusion_covers, evaluation_protocols, studied_tasks
 from components.grid import cache_key, expand, read_config
 from components.methods import METHODS, unsupported_reason
 from components.tasks import get_task
@@ -111,6 +112,8 @@ def test_cache_key_ignores_param_order_and_number_spelling_but_not_code():
      "target xquad: cannot train it: xquad has no English dev split to select on \\(a stand-in: select_holdout"),
     ("seeds: [1]\nmethods: [full]\ntargets: [{task: xquad, train_source_override: xnli, select_holdout: 300}]\n",
      "target xquad: --train-source xnli is a pair_classification task"),
+    ("seeds: [1]\nmethods: [madx]\ntargets: [{task: panx}]\nlang_adapter: {protocol: standard}\n",
+     "lang_adapter: protocol is set by the grid: the protocols of the targets"),
 ])
 def test_bad_configs_name_the_file_and_the_problem(tmp_path, text, message):
     path = write(tmp_path, text)
@@ -153,6 +156,41 @@ def test_a_config_without_runnable_cells(tmp_path):
 def test_shipped_configs_expand(name):
     grid = expand(read_config(PROJECT_ROOT / "configs" / name, DECLARED))
     assert grid.steps
+
+
+def test_language_adapters_leave_out_what_every_target_they_serve_evaluates(tmp_path):
+    text = ("seeds: [1]\nmethods: [madx]\nlang_adapter_fallback: source\ntargets:\n"
+            "  - {task: xnli, protocol: dev-split}\n"
+            "  - {task: panx}\n"
+            "  - {task: udpos, protocol: standard, methods: [full]}\n"
+            "  - {task: lareqa, protocol: standard, select_holdout: 256}\n")
+    grid = expand(read_config(write(tmp_path, text), DECLARED))
+    # XNLI and PAN-X train with madx; UD-POS with full fine-tuning alone, and madx cannot train LAReQA: one adapter per
+    # language serves both madx targets, under dev-split and auto (PAN-X's default).
+    assert {step.params["protocol"] for step in grid.steps if step.entry == "lang_adapter"} == {"auto,dev-split"}
+    assert len([step for step in grid.steps if step.entry == "lang_adapter"]) == len(
+        set(get_task("xnli").langs) | set(get_task("panx").langs))
+
+
+# xtreme-r-adapters trains its adapters on Wikipedia (online) for languages whose evaluation data the bundle lacks.
+@pytest.mark.parametrize("name", ["demo.yaml", pytest.param("panx-methods.yaml", marks=pytest.mark.integration)])
+def test_shipped_configs_train_language_adapters_that_their_evaluations_accept(name):
+    grid = expand(read_config(PROJECT_ROOT / "configs" / name, DECLARED))
+    steps = {step.key: step for step in grid.steps}
+    checked = set()
+    for step in grid.steps:
+        if "lang_adapter_runs" not in step.params:
+            continue
+        trained = steps[step.params["train_run_id"].keys[0]]
+        for key in (*trained.params["lang_adapter_run_id"].keys, *step.params["lang_adapter_runs"].keys):
+            adapter = steps[key].params
+            corpus = build_corpus(adapter["lang"], "bundle", studied_tasks(adapter.get("exclude_eval_of", "all")),
+                                  evaluation_protocols(adapter["protocol"]))
+            check_exclusion_covers(key, corpus.params(), get_task(trained.params["task"]),
+                                   trained.params.get("protocol", "auto"), adapter["lang"],
+                                   int(step.params.get("max_eval_examples", 0)))
+            checked.add(key)
+    assert checked == {step.key for step in grid.steps if step.entry == "lang_adapter"}
 
 
 class FakeLaunch:

@@ -17,8 +17,8 @@ PANX = ["--task", "panx", "--epochs", "1", "--batch-size", "16", "--max-length",
         "--select-holdout", "32"]
 
 
-def train_lang_adapter(model_dir, lang: str) -> str:
-    code, out = invoke(lang_adapter.main, ["--lang", lang, "--model", str(model_dir), *MLM])
+def train_lang_adapter(model_dir, lang: str, *options: str) -> str:
+    code, out = invoke(lang_adapter.main, ["--lang", lang, "--model", str(model_dir), *MLM, *options])
     assert code == 0, out
     return run_id_of(out, "lang_adapter")
 
@@ -192,5 +192,28 @@ def test_a_language_adapter_that_may_have_seen_the_task_s_evaluation_text_is_ref
     assert code == 0, out
     code, out = invoke(target.main, [*PANX, "--model", str(tiny_model_dir), "--method", "madx",
                                      "--lang-adapter-run-id", run_id_of(out, "lang_adapter")])
-    assert_clean_failure(code, out, "trained on text that may hold panx's evaluation texts .* left out those of: "
-                                    "udpos")
+    assert_clean_failure(code, out, "recorded no exclusion of panx's evaluation texts, so it may have trained on "
+                                    "them .* left out those of: udpos")
+
+
+def test_evaluation_refuses_a_language_adapter_whose_corpus_may_hold_what_it_scores(english_adapter, tiny_model_dir):
+    code, out = invoke(target.main, [*PANX, "--model", str(tiny_model_dir), "--method", "madx",
+                                     "--lang-adapter-run-id", english_adapter])
+    assert code == 0, out
+    target_id = run_id_of(out, "target")  # PAN-X under auto: target-dev, every language's dev sentences
+    dev_split_adapter = train_lang_adapter(tiny_model_dir, "sw", "--protocol", "dev-split")
+    assert MlflowClient().get_run(dev_split_adapter).data.params["corpus_excluded_items/panx"] == "dev-split: none"
+    udpos_adapter = train_lang_adapter(tiny_model_dir, "sw", "--exclude-eval-of", "udpos")
+    evaluation = ["--train-run-id", target_id, "--langs", "en,sw", "--max-examples", "20", "--lang-adapter-runs"]
+    for adapter, left_out in [(dev_split_adapter, "dev-split: none"),
+                              (udpos_adapter, r"nothing recorded \(corpus_excluded_eval_of: udpos")]:
+        code, out = invoke(evaluate.main, [*evaluation, adapter])
+        assert_clean_failure(code, out, f"lang_adapter run {adapter} may have trained on text this evaluation scores: "
+                                        f"panx \\[sw\\] scores target-dev: dev 0-19, and the adapter's corpus left out "
+                                        f"of panx: {left_out}")
+    covering_adapter = train_lang_adapter(tiny_model_dir, "sw", "--protocol", "dev-split,target-dev")
+    assert MlflowClient().get_run(covering_adapter).data.params["corpus_excluded_items/panx"] == \
+        "dev-split: none; target-dev: dev 0-999"  # the bundle's 1,000 Swahili PAN-X dev sentences
+    code, out = invoke(evaluate.main, [*evaluation, covering_adapter])
+    assert code == 0, out
+    assert MlflowClient().get_run(run_id_of(out, "evaluate")).data.params["lang_adapter/panx/sw"] == covering_adapter

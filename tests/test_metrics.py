@@ -1,26 +1,116 @@
 """Benchmark metrics against values worked out by hand, with the arithmetic in each test."""
 
+import os
+import random
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from components import metrics
+from components.tasks import PANX_LABELS, TASKS, TaskType
+
+XTREME_MOCK_DATA = "XTREME_MOCK_TEST_DATA"
 
 
 def test_accuracy_is_on_a_0_100_scale():
     assert metrics.accuracy(["a", "b", "c", "d"], ["a", "b", "c", "x"]) == {"accuracy": 75.0}
 
 
-def test_tagging_f1_reports_seqeval_chunk_f1_for_upos_beside_token_accuracy():
-    # benchmarks.md §4.4: seqeval reads the first letter of a UPOS tag as an IOB prefix (N|OUN, V|ERB, S|CONJ ...).
-    # Gold chunks: OUN[0-1] ERB[2] CONJ[3] CONJ[4] DJ[5] UNCT[6]  (S- tags are single-token chunks) -> 6
-    # Pred chunks: OUN[0] ERB[1-2] CONJ[3] CONJ[4] DJ[5] UNCT[6]                                      -> 6
-    # Matching: CONJ[3] CONJ[4] DJ[5] UNCT[6] = 4 -> P = R = F1 = 4/6 = 66.67; token accuracy 6/7 = 85.71.
+def test_upos_chunks_are_runs_of_one_tag_and_single_words_for_s_tags():
+    # seqeval 0.0.12 on tags without '-': letter = first character, type = the whole tag. Runs of one tag merge
+    # (NOUN NOUN, INTJ INTJ: letter I continues a chunk); letter S (SCONJ, SYM) ends and starts a chunk at every word;
+    # ADJ ADP share the letter A but not the type: two chunks. Sentences never share a chunk.
+    sentences = [["NOUN", "NOUN", "SCONJ", "SCONJ", "INTJ", "INTJ", "ADJ", "ADP"], ["ADP", "SYM", "SYM"]]
+    # Positions count the 'O' that closes each sentence: the second sentence starts at 9.
+    assert metrics.seqeval_0012_chunks(sentences) == [
+        ("NOUN", 0, 1), ("SCONJ", 2, 2), ("SCONJ", 3, 3), ("INTJ", 4, 5), ("ADJ", 6, 6), ("ADP", 7, 7),
+        ("ADP", 9, 9), ("SYM", 10, 10), ("SYM", 11, 11)]
+
+
+def test_upos_f1_where_seqeval_versions_agree():
+    # Gold chunks: NOUN[0-1] VERB[2] SCONJ[3] SCONJ[4] ADJ[5] PUNCT[6]  -> 6
+    # Pred chunks: NOUN[0] VERB[1-2] SCONJ[3] SCONJ[4] ADJ[5] PUNCT[6]  -> 6
+    # Matching: SCONJ[3] SCONJ[4] ADJ[5] PUNCT[6] = 4 -> P = R = F1 = 4/6 = 66.67; token accuracy 6/7 = 85.71.
+    # seqeval 1.x reads the same chunks under types OUN, ERB, CONJ, DJ, UNCT: the same score.
     gold = [["NOUN", "NOUN", "VERB", "SCONJ", "SCONJ", "ADJ", "PUNCT"]]
     pred = [["NOUN", "VERB", "VERB", "SCONJ", "SCONJ", "ADJ", "PUNCT"]]
-    scores = metrics.tagging_f1(gold, pred)
-    assert scores["f1"] == pytest.approx(66.67, abs=0.005)
-    assert scores["precision"] == scores["recall"] == pytest.approx(400 / 6)
-    assert scores["token_accuracy"] == pytest.approx(85.71, abs=0.005)
+    for scheme in ("plain", "iob"):
+        scores = metrics.tagging_f1(gold, pred, scheme)
+        assert scores["f1"] == scores["precision"] == scores["recall"] == pytest.approx(400 / 6)
+        assert scores["token_accuracy"] == pytest.approx(600 / 7)
+
+
+def test_upos_f1_counts_a_cconj_sconj_confusion_as_an_error():
+    # Gold PRON[0] CCONJ[1] VERB[2], pred PRON[0] SCONJ[1] VERB[2]: 2 of 3 chunks match, P = R = F1 = 66.67.
+    # seqeval 1.x drops the first letter as an IOB prefix: both are type CONJ, and the confusion scores 100.
+    gold, pred = [["PRON", "CCONJ", "VERB"]], [["PRON", "SCONJ", "VERB"]]
+    assert metrics.tagging_f1(gold, pred, "plain")["f1"] == pytest.approx(200 / 3)
+    assert metrics.tagging_f1(gold, pred, "iob")["f1"] == 100.0
+
+
+def test_upos_f1_keeps_a_cconj_directly_before_an_sconj():
+    # Gold NOUN[0] CCONJ[1] SCONJ[2] VERB[3] (4 chunks), pred NOUN[0] CCONJ[1] ADV[2] VERB[3] (4): 3 match,
+    # P = R = F1 = 3/4 = 75.
+    # seqeval 1.x: CCONJ is letter C, type CONJ; SCONJ (letter S, same type) starts a chunk without ending one, so
+    # gold keeps 3 chunks, OUN[0] CONJ[2] ERB[3]; pred has OUN[0] CONJ[1] DV[2] ERB[3]: 2 match,
+    # P = 2/4, R = 2/3, F1 = (2/3)/(7/6) = 4/7 = 57.14.
+    gold, pred = [["NOUN", "CCONJ", "SCONJ", "VERB"]], [["NOUN", "CCONJ", "ADV", "VERB"]]
+    assert metrics.seqeval_0012_chunks(gold) == [("NOUN", 0, 0), ("CCONJ", 1, 1), ("SCONJ", 2, 2), ("VERB", 3, 3)]
+    assert metrics.tagging_f1(gold, pred, "plain") == {
+        "f1": pytest.approx(75.0), "precision": pytest.approx(75.0), "recall": pytest.approx(75.0),
+        "token_accuracy": pytest.approx(75.0)}
+    assert metrics.tagging_f1(gold, pred, "iob")["f1"] == pytest.approx(400 / 7)
+
+
+def test_iob_f1_scores_entity_chunks():
+    # Gold PER[0-1] LOC[3] | ORG[0]; pred PER[0-1] ORG[3] | ORG[0]: 2 of 3 match each way -> 66.67.
+    # An I- after a chunk of another type starts a chunk: pred ORG[0] LOC[1] in the second sentence adds LOC[1],
+    # not gold -> P 3/4, R 3/3, F1 = (3/2)/(7/4) = 6/7 = 85.71.
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]]
+    assert metrics.tagging_f1(gold, [["B-PER", "I-PER", "O", "B-ORG"], ["B-ORG", "O"]], "iob")["f1"] == \
+        pytest.approx(200 / 3)
+    assert metrics.tagging_f1(gold, [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "I-LOC"]], "iob")["f1"] == \
+        pytest.approx(600 / 7)
+
+
+@pytest.mark.filterwarnings("ignore:.*is ill-defined")  # sentences without an entity: 0, as in every version
+def test_iob_tags_are_read_alike_by_seqeval_1_2_2_and_the_0_0_12_reading():
+    # PAN-X keeps seqeval 1.2.2: on B-/I-/O tags, well-formed or not, it finds the chunks 0.0.12 finds.
+    rng = random.Random(0)
+    for _ in range(500):
+        gold = [[rng.choice(PANX_LABELS) for _ in range(rng.randint(1, 6))] for _ in range(rng.randint(1, 3))]
+        pred = [[rng.choice(PANX_LABELS) for _ in sentence] for sentence in gold]
+        assert metrics.tagging_f1(gold, pred, "iob") == pytest.approx(metrics.tagging_f1(gold, pred, "plain"))
+
+
+def test_every_tagging_task_names_its_tag_scheme():
+    assert {name: spec.tag_scheme for name, spec in TASKS.items() if spec.task_type is TaskType.TOKEN_CLASSIFICATION} \
+        == {"udpos": "plain", "panx": "iob", "ccg": "plain"}
+
+
+def test_tagging_f1_rejects_an_unknown_tag_scheme():
+    with pytest.raises(ValueError, match="unknown tag scheme 'bio'; expected one of: iob, plain"):
+        metrics.tagging_f1([["O"]], [["O"]], "bio")
+
+
+@pytest.mark.skipif(not os.environ.get(XTREME_MOCK_DATA),
+                    reason=f"set {XTREME_MOCK_DATA} to a google-research/xtreme checkout's mock_test_data folder")
+def test_upos_f1_reproduces_the_official_evaluate_test():
+    # evaluate_test.py: per-language f1/precision/recall of every UD-POS language, then the plain mean. Read as
+    # seqeval 1.x reads the tags, the same files average 70.398.
+    folder = Path(os.environ[XTREME_MOCK_DATA])
+    read_tag = lambda path: [block.split("\n") for block in path.read_text(encoding="utf-8").strip().split("\n\n")]
+    langs = ("af ar bg de el en es et eu fa fi fr he hi hu id it ja kk ko mr nl pt ru ta te th tl tr ur vi yo "
+             "zh").split()
+    files = [(read_tag(folder / "labels" / "udpos" / f"test-{lang}.tsv"),
+              read_tag(folder / "predictions" / "udpos" / f"test-{lang}.tsv")) for lang in langs]
+    averages = {scheme: {f"avg_{name}": sum(metrics.tagging_f1(gold, predicted, scheme)[name]
+                                            for gold, predicted in files) / len(files)
+                         for name in ("f1", "precision", "recall")} for scheme in ("plain", "iob")}
+    assert averages["plain"] == {
+        "avg_f1": 70.21746048354693, "avg_precision": 71.02232625883823, "avg_recall": 69.54982073976082}
+    assert round(averages["iob"]["avg_f1"], 3) == 70.398
 
 
 def test_squad_em_f1_takes_the_best_gold_answer_and_scores_unanswered_questions_0():

@@ -11,12 +11,12 @@ from mlflow.tracking import MlflowClient
 from transformers import AutoTokenizer
 
 from components.grid import expand, read_config
-from components.models import load_model, resolve_model
+from components.models import load_model, load_tokenizer, resolve_model
 from components.settings import DATA_ROOT_ENV, PROJECT_ROOT, data_root
-from components.multitask import MultiTaskModel, TaskBatchSampler, TaskCollator, mixing_weights
+from components.multitask import MultiTaskModel, TaskBatchSampler, TaskCollator, load_mixture, mixing_weights
 from components.tasks import get_task
 from components.task_types import handler_for
-from components.training import load_task_model
+from components.training import TrainConfig, load_task_model
 from pipelines import intermediate, target
 from pipelines.main import STEP_ENTRIES, entry_point_parameters
 
@@ -164,6 +164,16 @@ def test_two_task_intermediate_run_hands_on_an_encoder_a_target_run_starts_from(
     target_run = MlflowClient().get_run(out.split("target run ")[1].split()[0])
     assert target_run.info.status == "FINISHED"
     assert target_run.data.params["intermediate_task"] == "xnli,copa"
+
+
+def test_logged_sizes_are_those_used_after_the_caps_with_the_available_ones_beside(tiny_model_dir, small_bundle):
+    tokenizer = load_tokenizer(resolve_model(str(tiny_model_dir)))
+    config = TrainConfig(max_length=64, max_train_examples=50, max_select_examples=11)
+    params = load_mixture(["xnli", "copa"], "standard", "en", tokenizer, config, 0).params()
+    keys = ("n_train_examples", "n_train_available", "n_select_examples", "n_select_available")
+    # The small bundle: XNLI 60 train and 12 dev items, capped at 50 and 11; COPA 24 and 10, under the caps.
+    assert {task: tuple(params[f"{key}/{task}"] for key in keys) for task in ("xnli", "copa")} == \
+        {"xnli": ("50", "60", "11", "12"), "copa": ("24", "24", "10", "10")}
 
 
 def test_extractive_qa_mixes_with_classification(tracking_store, tiny_model_dir, small_bundle):

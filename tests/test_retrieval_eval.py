@@ -132,7 +132,10 @@ def assert_scores_match(run, predicted):
 
 def test_bucc_dev_scores_the_pairs_it_writes(tracking_store, tiny_model_dir, bucc_root):
     run = run_bucc(tiny_model_dir)
-    predicted = load_pairs(run, "test-zh.tsv")
+    # Without test sentence files there are dev predictions only, named so.
+    assert [file.path for file in MlflowClient().list_artifacts(run.info.run_id, "predictions/bucc2018")] == [
+        "predictions/bucc2018/dev-zh.tsv", "predictions/bucc2018/manifest.json"]
+    predicted = load_pairs(run, "dev-zh.tsv")
     assert predicted and not {sentence_id for pair in predicted for sentence_id in pair} & REPEATED_IDS
     assert_scores_match(run, predicted)
     metrics, params = run.data.metrics, run.data.params
@@ -161,7 +164,9 @@ def test_tatoeba_accuracy_is_the_share_of_lines_naming_their_own_index(tracking_
     assert code == 0, out
     run = MlflowClient().get_run(run_id_of(out, "evaluate"))
     for lang in ("de", "fr"):
-        lines = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/predictions/tatoeba/test-{lang}.tsv").splitlines()
+        # The first 50 of the 1,000 pairs (bundle README): the file name says so.
+        lines = mlflow.artifacts.load_text(
+            f"runs:/{run.info.run_id}/predictions/tatoeba/test-{lang}.50-of-1000.tsv").splitlines()
         assert len(lines) == 50 and all(0 <= int(line) < 50 for line in lines)
         by_hand = 100 * sum(int(line) == index for index, line in enumerate(lines)) / 50
         assert run.data.metrics[f"eval/tatoeba/{lang}/accuracy"] == pytest.approx(by_hand)
@@ -199,8 +204,8 @@ def test_an_upstream_runs_encoder_is_evaluated_and_its_origin_logged(tracking_st
     assert {key: from_run.data.params[key] for key in expected} == expected
     assert (from_run.data.params["encoder_run_id"], from_run.data.params["layer"], from_run.data.params["pooling"]) == (
         upstream_id, "1", "cls")
-    assert (mlflow.artifacts.load_text(f"runs:/{from_run.info.run_id}/predictions/tatoeba/test-de.tsv")
-            == mlflow.artifacts.load_text(f"runs:/{from_folder}/predictions/tatoeba/test-de.tsv"))
+    assert (mlflow.artifacts.load_text(f"runs:/{from_run.info.run_id}/predictions/tatoeba/test-de.20-of-1000.tsv")
+            == mlflow.artifacts.load_text(f"runs:/{from_folder}/predictions/tatoeba/test-de.20-of-1000.tsv"))
 
 
 @pytest.fixture(scope="module")

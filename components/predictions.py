@@ -1,0 +1,63 @@
+"""Prediction files that say what they hold: the split, the language, and which of the split's items.
+
+`evaluate` writes, per task, `predictions/<task>/<split>-<lang>.<ext>` for a file that holds every item of the split
+(e.g. `test-de.tsv`), and `predictions/<task>/<split>-<lang>.<n>-of-<N>.<ext>` for one that holds n of its N items (a
+debug cap, the dev-split protocol's evaluation part, a capped BUCC split): `dev-de.492-of-2490.tsv`. Beside them,
+`predictions/<task>/manifest.json` lists each file with its language, split, item count, the split's size and the
+items' positions in the split's file (0-based ranges: `1998-2489`). Only a file named `test-<lang>.<ext>` and listed
+as complete is an XTREME submission file (`analysis.submission` assembles those).
+"""
+
+import json
+from dataclasses import dataclass, fields
+
+from components.data import item_ranges
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class PredictionFile:
+    """One language's predictions on one split.
+
+    Attributes:
+        lang: the language scored.
+        split: the split the items come from: test or dev.
+        extension: the file format (`tsv`, `json`, `jsonl`).
+        content: the file's text, in the XTREME layout of the task.
+        n_items: the items predicted.
+        split_items: the items of the whole split (for BUCC, the source-language sentences; Tatoeba, the pairs).
+        item_ranges: the predicted items' 0-based positions in the split, as ranges (`0-99`, `3,5-9`).
+    """
+
+    lang: str
+    split: str
+    extension: str
+    content: str
+    n_items: int
+    split_items: int
+    item_ranges: str
+
+    @property
+    def complete(self) -> bool:
+        return self.n_items == self.split_items
+
+    @property
+    def name(self) -> str:
+        subset = "" if self.complete else f".{self.n_items}-of-{self.split_items}"
+        return f"{self.split}-{self.lang}{subset}.{self.extension}"
+
+    def manifest_entry(self) -> dict:
+        described = {field.name: getattr(self, field.name) for field in fields(self) if field.name != "content"}
+        return {"file": self.name, **described, "complete": self.complete}
+
+
+def prediction_file(lang: str, split: str, extension: str, content: str, indices: tuple[int, ...] | range,
+                    split_items: int) -> PredictionFile:
+    """The file of the predictions of the split's items at `indices` (0-based positions in the split's file)."""
+    return PredictionFile(lang, split, extension, content, len(indices), split_items, item_ranges(indices))
+
+
+def manifest(files: list[PredictionFile]) -> str:
+    """`manifest.json`: one entry per file, in the order written."""
+    return json.dumps([file.manifest_entry() for file in files], indent=1, ensure_ascii=False) + "\n"
