@@ -208,7 +208,7 @@ def without_mixed_seeds(values: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     notes = [f"{config_label(dict(zip(keys, key)))} × {key[-1]}: runs with seed {NO_SEED} (deterministic, e.g. "
              f"retrieval straight from an encoder) and with seed(s) {', '.join(sorted(found - {NO_SEED}))}: two "
              f"different models under one configuration: refused, in no score, average or gain (tell them apart "
-             f"with --tags or --parent-run-id)"
+             f"with tags or parent_run_id)"
              for key, found in mixed.items()]
     return values[~pd.MultiIndex.from_frame(values[keys]).isin(mixed.index)], notes
 
@@ -228,8 +228,8 @@ def optimistic_table(labels: pd.DataFrame) -> pd.DataFrame:
 def optimistic_policy(include_optimistic: bool) -> str:
     """What the benchmark scores do with the optimistic scores, in words."""
     if include_optimistic:
-        return "included in the benchmark scores (--include-optimistic)"
-    return "left out of the benchmark scores (--include-optimistic keeps them)"
+        return "included in the benchmark scores (include_optimistic)"
+    return "left out of the benchmark scores (include_optimistic keeps them)"
 
 
 def optimistic_notes(optimistic: pd.DataFrame, settings: Settings) -> list[str]:
@@ -407,7 +407,7 @@ def _group_score(averages: dict[str, dict[str, float]], langs_by_task: dict[str,
     seeds = {task: set(averages.get(task, {})) for task in used}
     missing = [task for task in used if not seeds[task]]
     if not used:
-        row["note"] = "not computed: every task's scores are optimistic (--include-optimistic keeps them)"
+        row["note"] = "not computed: every task's scores are optimistic (include_optimistic keeps them)"
     elif missing:
         row["note"] = f"not computed: no run or no complete cell for {', '.join(missing)}"
     elif len({frozenset(found) for found in seeds.values()}) == 1:

@@ -23,10 +23,9 @@ from mlflow.tracking import MlflowClient
 
 from components import tracking
 from components.errors import XstiltsInputError
-from components.tasks import TASKS
+from components.tasks import NO_INTERMEDIATE, TASKS
 
 EVALUATE_PHASE = "evaluate"
-NO_INTERMEDIATE = "none"
 CONFIG = ("method", "model", "intermediate_task", "intermediate_source_lang")
 TIDY_COLUMNS = ("run_id", "parent_run_id", "experiment_id", *CONFIG, "target_task", "seed", "lang", "eval_split",
                 "optimistic", "metric", "value")

@@ -7,40 +7,24 @@ Run it as `mlflow run . -e analysis --experiment-name xstilts-demo -P experiment
 sits next to the study's runs) or `python -m analysis.main --experiment xstilts-demo`.
 """
 
+from pipelines.options import command
+
+main = command("analysis", __doc__, "analysis.main:run")
+if __name__ == "__main__":
+    main()  # before the imports below, so that --help and argument errors answer without loading pandas or mlflow
+
 from pathlib import Path
 
 import click
 
 from analysis import aggregate, benchmark, collect, report, typology
 from components import tracking
-from pipelines.cli import entry_point
 
 ARTIFACT_PATH = "analysis"
 
 
-@click.command()
-@click.option("--experiment", default="", help="Experiment name or id; empty = every experiment.")
-@click.option("--parent-run-id", default="", help="Only the children of this run (a study's `main` run).")
-@click.option("--tags", default="", help="Comma-separated key=value tags every analysed run carries.")
-@click.option("--output-dir", default="outputs/analysis", show_default=True,
-              help="Folder for the report; emptied first if an earlier analysis wrote it.")
-@click.option("--low-resource-langs", default="",
-              help="Comma-separated languages; empty = configs/low_resource_languages.yaml.")
-@click.option("--langs", default="",
-              help="Comma-separated languages: average each task over its languages among these, for a study that "
-                   "evaluated a subset (the demo); empty = every language of the benchmark.")
-@click.option("--distance", default=typology.DEFAULT_DISTANCE, show_default=True,
-              help=f"URIEL+ distance kind: {', '.join(typology.DISTANCE_KINDS)}.")
-@click.option("--n-bootstrap", type=click.IntRange(min=100), default=10_000, show_default=True,
-              help="Bootstrap resamples of the seeds for each 95% interval.")
-@click.option("--bootstrap-seed", type=int, default=0, show_default=True)
-@click.option("--include-optimistic", type=bool, default=False, show_default=True,
-              help="Let optimistic scores (BUCC's in-sample threshold, an English score on the selection set: the "
-                   "runs' optimistic/<task>/<lang> params) enter the XTREME-R and XTREME scores; they are labelled "
-                   "either way.")
-@entry_point
-def main(experiment: str, parent_run_id: str, tags: str, output_dir: str, low_resource_langs: str, langs: str,
-         distance: str, n_bootstrap: int, bootstrap_seed: int, include_optimistic: bool) -> None:
+def run(experiment: str, parent_run_id: str, tags: str, output_dir: str, low_resource_langs: str, langs: str,
+        distance: str, n_bootstrap: int, bootstrap_seed: int, include_optimistic: bool) -> None:
     settings = aggregate.Settings(benchmark.low_resource_langs(low_resource_langs), n_bootstrap, bootstrap_seed,
                                   benchmark.language_scope(langs), include_optimistic)
     selection = collect.RunSelection(experiment, collect.check_run_id(parent_run_id), collect.parse_tags(tags))
@@ -59,7 +43,3 @@ def main(experiment: str, parent_run_id: str, tags: str, output_dir: str, low_re
         report.write_report(report.prepare_output_dir(folder), collected, analysis, settings, distance, run_id)
         tracking.log_dir(folder, ARTIFACT_PATH)
     click.echo(report.summary(collected, analysis, folder, run_id))
-
-
-if __name__ == "__main__":
-    main()

@@ -16,6 +16,12 @@ narrowed by `--run-params`. Writes: `--output-dir` (the task folders and `submis
 `submission/` of one `submission` run, and a summary on stdout.
 """
 
+from pipelines.options import command
+
+main = command("submission", __doc__, "analysis.submission:run")
+if __name__ == "__main__":
+    main()  # before the imports below, so that --help and argument errors answer without loading pandas or mlflow
+
 import json
 import shutil
 import tempfile
@@ -30,7 +36,6 @@ from components import tracking
 from components.errors import XstiltsInputError
 from components.predictions import MANIFEST
 from components.tasks import TASKS, get_task
-from pipelines.cli import entry_point
 
 REPORT = "submission.json"  # also marks a folder this command wrote, which a later run may empty and rewrite
 ARTIFACT_PATH = "submission"
@@ -72,7 +77,7 @@ def plan_task(task: str, runs: pd.DataFrame, work_dir: Path) -> TaskPlan:
         listed = "; ".join(", ".join(f"{key}={value}" for key, value in zip(CONFIGURATION, row))
                            for row in configurations.itertuples(index=False))
         return TaskPlan(task, {}, {}, {}, f"{len(configurations)} configurations evaluated {task} ({listed}); choose "
-                                          "one with --run-params")
+                                          "one with run_params")
     manifests, without_manifest = {}, []
     for run_id in runs.sort_values("start_time", ascending=False)["run_id"]:
         try:
@@ -154,23 +159,12 @@ def _task_names(text: str) -> list[str]:
     return [get_task(name.strip()).name for name in text.split(",") if name.strip()]
 
 
-@click.command()
-@click.option("--experiment", default="", help="Experiment name or id; empty = every experiment.")
-@click.option("--parent-run-id", default="", help="Only the children of this run (a study's `main` run).")
-@click.option("--tags", default="", help="Comma-separated key=value tags every run carries.")
-@click.option("--run-params", default="",
-              help="Comma-separated key=value params every run carries, e.g. method=full,intermediate_task=anli,"
-                   "seed=42: a task's files must come from one configuration.")
-@click.option("--tasks", default="", help="Comma-separated tasks; empty = every task the selected runs evaluated.")
-@click.option("--output-dir", default="outputs/submission", show_default=True,
-              help="Folder for the submission; emptied first if an earlier submission wrote it.")
-@entry_point
-def main(experiment: str, parent_run_id: str, tags: str, run_params: str, tasks: str, output_dir: str) -> None:
+def run(experiment: str, parent_run_id: str, tags: str, run_params: str, tasks: str, output_dir: str) -> None:
     selection = collect.RunSelection(experiment, collect.check_run_id(parent_run_id), collect.parse_tags(tags))
     try:
         wanted_params = collect.parse_tags(run_params)
     except XstiltsInputError as error:
-        raise XstiltsInputError(f"--run-params: {error}") from None
+        raise XstiltsInputError(f"run_params: {error}") from None
     wanted_tasks = _task_names(tasks)
     folder = Path(output_dir)
     check_output_dir(folder)
@@ -196,7 +190,3 @@ def main(experiment: str, parent_run_id: str, tags: str, run_params: str, tasks:
     with tracking.phase_run("submission", params):
         tracking.log_dir(folder, ARTIFACT_PATH)
     click.echo(summary(report, folder))
-
-
-if __name__ == "__main__":
-    main()

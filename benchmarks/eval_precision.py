@@ -4,8 +4,8 @@
         [--out benchmarks/results/eval-precision.json]
 
 For each `target` run that the experiment's FINISHED evaluate runs scored (with the newest such run's languages, each
-on the language adapter it was scored with), `pipelines.evaluate.evaluate_trained` scores it twice, `--precision fp32`
-and `--precision bf16`, on the first `--max-examples` examples of each language. Those runs go to the experiment
+on the language adapter it was scored with), `pipelines.evaluate.evaluate_trained` scores it twice, `eval_precision` fp32
+and bf16, on the first `--max-examples` examples of each language. Those runs go to the experiment
 `<experiment>-eval-precision`, so that the study's own analysis never counts them. The JSON file holds the task's
 headline metric per (target run, language) in both precisions, and the wall time of each evaluate run;
 `benchmarks.run_all` summarises it per task and method in BENCHMARKS.md.
@@ -23,9 +23,9 @@ from benchmarks.methods_table import RUN_ID, finished_runs
 from components import tracking
 from components.errors import XstiltsInputError
 from components.tasks import get_task
-from pipelines.cli import entry_point
+from pipelines.options import entry_point
 from pipelines.evaluate import evaluate_trained
-from pipelines.methods import LANG_ADAPTER_PARAM
+from components.adapter_runs import LANG_ADAPTER_PARAM
 
 COMPARED = ("fp32", "bf16")
 

@@ -4,7 +4,7 @@
 
 The naive evaluator batches in input order and pads every input to the task's maximum length, as a plain
 `padding="max_length"` loop does, in fp32. xstilts' evaluator is measured twice: in fp32 (the `evaluate` default),
-which must give the naive evaluator's logits, and with bf16 autocast (`evaluate --precision bf16`), whose logits differ
+which must give the naive evaluator's logits, and with bf16 autocast (`evaluate --eval-precision bf16`), whose logits differ
 by bf16 rounding (`benchmarks/eval_precision.py` measures what that does to the metrics of trained models). All score
 the same features of one language per task type with the same model (the untrained offline encoder with a fresh head:
 throughput does not depend on the weights). Each evaluator first scores one untimed batch, so that one-time kernel

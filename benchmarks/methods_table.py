@@ -20,8 +20,8 @@ from benchmarks.run_all import markdown_table
 from components import tracking
 from components.errors import XstiltsInputError
 from components.tasks import get_task
-from pipelines.cli import entry_point
-from pipelines.methods import LANG_ADAPTER_PARAM
+from pipelines.options import entry_point
+from components.adapter_runs import LANG_ADAPTER_PARAM
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 SETTINGS = ("lr", "task_reduction_factor", "freeze_word_embeddings")  # shown in a label when the runs differ in them

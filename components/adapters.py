@@ -27,19 +27,20 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
 from components.errors import XstiltsInputError
-from components.models import ResolvedModel, load_pretrained
+from components.options import LANG_ADAPTER, METHOD, option_defaults
+from components.models import IGNORED_LABEL, ResolvedModel, load_pretrained  # the MLM label of unmasked positions
 from components.training import check_precision
 
 LANG, TASK = "lang", "task"
 ADAPTER_CONFIGS = {LANG: "seq_bn_inv", TASK: "seq_bn"}
 _CONFIG_CLASSES = {LANG: SeqBnInvConfig, TASK: SeqBnConfig}
+_LANG_ADAPTER_DEFAULTS = option_defaults(LANG_ADAPTER)  # the lang_adapter entry point's options
 INFO_FILE = "xstilts-adapter.json"
 HEAD_INFO_FILE = "xstilts-head.json"
 HEAD_WEIGHTS_FILE = "head.safetensors"
-IGNORED_LABEL = -100  # the MLM collator's label for positions that are not masked
 # MAD-X's sizes: language adapters with bottleneck hidden/2 (384 on XLM-R Base), task adapters hidden/16.
-DEFAULT_LANG_REDUCTION_FACTOR = 2.0
-DEFAULT_TASK_REDUCTION_FACTOR = 16.0
+DEFAULT_LANG_REDUCTION_FACTOR = _LANG_ADAPTER_DEFAULTS["lang_reduction_factor"]
+DEFAULT_TASK_REDUCTION_FACTOR = option_defaults(METHOD)["task_reduction_factor"]
 
 
 def lang_adapter_name(lang: str) -> str:
@@ -235,16 +236,16 @@ def read_head_labels(directory: Path) -> tuple[str, ...]:
 class LangAdapterConfig:
     """Masked-language-model training of one language adapter. Names avoid the Trainer's own param names."""
 
-    reduction_factor: float = DEFAULT_LANG_REDUCTION_FACTOR
-    lr: float = 1e-4
-    max_steps: int = 1000
-    batch_size: int = 32
-    max_length: int = 128
+    reduction_factor: float = _LANG_ADAPTER_DEFAULTS["lang_reduction_factor"]
+    lr: float = _LANG_ADAPTER_DEFAULTS["lr"]
+    max_steps: int = _LANG_ADAPTER_DEFAULTS["max_steps"]
+    batch_size: int = _LANG_ADAPTER_DEFAULTS["batch_size"]
+    max_length: int = _LANG_ADAPTER_DEFAULTS["max_length"]
     mlm_probability: float = 0.15
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
-    seed: int = 42
-    precision: str = "fp32"
+    seed: int = _LANG_ADAPTER_DEFAULTS["seed"]
+    precision: str = _LANG_ADAPTER_DEFAULTS["precision"]
 
     def __post_init__(self):
         for name in ("lr", "max_steps", "batch_size", "max_length"):

@@ -179,7 +179,7 @@ def check_language_code(lang: str) -> None:
 
 
 def studied_tasks(names: str) -> tuple[str, ...]:
-    """The `--exclude-eval-of` option: `all` (every registry task), `none`, or task names separated by commas."""
+    """The `exclude_eval_of` option: `all` (every registry task), `none`, or task names separated by commas."""
     if names.strip() == ALL_TASKS:
         return tuple(sorted(TASKS))
     if names.strip() in ("", "none"):
@@ -187,18 +187,18 @@ def studied_tasks(names: str) -> tuple[str, ...]:
     chosen = tuple(name.strip() for name in names.split(",") if name.strip())
     unknown = [name for name in chosen if name not in TASKS]
     if unknown:
-        raise XstiltsInputError(f"--exclude-eval-of: unknown task(s) {', '.join(unknown)}; expected 'all', 'none' or "
+        raise XstiltsInputError(f"exclude_eval_of: unknown task(s) {', '.join(unknown)}; expected 'all', 'none' or "
                                 f"task names from: {', '.join(sorted(TASKS))}")
     return chosen
 
 
 def evaluation_protocols(names: str) -> tuple[str, ...]:
-    """The `--protocol` option: `auto` or protocols separated by commas, under which the studied tasks are evaluated
+    """The `protocol` option: `auto` or protocols separated by commas, under which the studied tasks are evaluated
     (a study's targets may differ; its adapters serve them all)."""
     chosen = tuple(dict.fromkeys(name.strip() for name in names.split(",") if name.strip()))
     unknown = [name for name in chosen if name not in (AUTO_PROTOCOL, *PROTOCOLS)]
     if not chosen or unknown:
-        raise XstiltsInputError(f"--protocol {names!r}: expected {AUTO_PROTOCOL} or protocols separated by commas, "
+        raise XstiltsInputError(f"protocol {names!r}: expected {AUTO_PROTOCOL} or protocols separated by commas, "
                                 f"from: {', '.join(PROTOCOLS)}")
     return chosen
 
@@ -223,7 +223,7 @@ def build_corpus(lang: str, text_source: str, excluded_eval_of: tuple[str, ...],
     elif text_source.startswith(HUB_PREFIX):
         sources = [_hub_source(text_source, lang, max_hub_texts)]
     else:
-        raise XstiltsInputError(f"--text-source {text_source!r}: expected '{BUNDLE_SOURCE}' or "
+        raise XstiltsInputError(f"text_source {text_source!r}: expected '{BUNDLE_SOURCE}' or "
                                 f"'{HUB_PREFIX}<dataset>:<config>[:<field>]', "
                                 "e.g. hf:wikimedia/wikipedia:20231101.{lang}")
     evaluation, exclusions = _evaluation_texts(lang, excluded_eval_of, protocols, root, bundle)
@@ -376,11 +376,11 @@ def _empty_corpus_message(corpus: Corpus, root: Path) -> str:
     if not corpus.sources:
         where = (f"the bundle at {root} holds no task file in language {corpus.lang!r}"
                  if corpus.origin == BUNDLE_SOURCE else f"{corpus.origin} returned no text for {corpus.lang!r}")
-        return f"empty text corpus for language {corpus.lang!r}: {where}; pass --text-source {HUB_PREFIX}... (online)"
+        return f"empty text corpus for language {corpus.lang!r}: {where}; pass text_source={HUB_PREFIX}... (online)"
     found = ", ".join(f"{s.source} {s.read}" for s in corpus.sources)
     return (f"empty text corpus for language {corpus.lang!r}: found {found} texts, all of them duplicates or "
             f"evaluation texts of studied tasks ({', '.join(sorted(corpus.eval_texts_of))}); no evaluation text may "
-            f"train an adapter. Narrow --exclude-eval-of to the tasks actually studied, or pass --text-source "
+            f"train an adapter. Narrow exclude_eval_of to the tasks actually studied, or pass text_source="
             f"{HUB_PREFIX}... (online)")
 
 
@@ -388,7 +388,7 @@ def _hub_source(text_source: str, lang: str, max_texts: int) -> tuple[str, list[
     """The first `max_texts` non-empty lines of a Hugging Face corpus, streamed (e.g. Wikipedia paragraphs)."""
     dataset_id, config, text_field = _parse_hub_source(text_source)
     if max_texts <= 0:
-        raise XstiltsInputError(f"--text-source {text_source} streams a corpus: pass --max-texts N (> 0) to bound it")
+        raise XstiltsInputError(f"text_source {text_source} streams a corpus: pass max_texts=N (> 0) to bound it")
     import datasets  # imported here: offline users never pay for it
 
     try:
@@ -407,7 +407,7 @@ def _hub_source(text_source: str, lang: str, max_texts: int) -> tuple[str, list[
 def _parse_hub_source(text_source: str) -> tuple[str, str, str]:
     parts = text_source.removeprefix(HUB_PREFIX).split(":")
     if len(parts) not in (2, 3) or not all(parts):
-        raise XstiltsInputError(f"--text-source {text_source!r}: expected {HUB_PREFIX}<dataset>:<config>[:<field>], "
+        raise XstiltsInputError(f"text_source {text_source!r}: expected {HUB_PREFIX}<dataset>:<config>[:<field>], "
                                 "e.g. hf:wikimedia/wikipedia:20231101.{lang}:text")
     return parts[0], parts[1], parts[2] if len(parts) == 3 else "text"
 

@@ -15,14 +15,15 @@ Every malformed input ends in one `XstiltsInputError` naming the file, line and 
 """
 
 import csv
+import functools
 import hashlib
 import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
-from components.errors import XstiltsInputError
+from components.errors import XstiltsInputError, not_utf8
 from components.settings import DATA_ROOT_ENV, data_root
 from components.tasks import DevSplit, TaskSpec, TaskType, get_task
 
@@ -154,25 +155,29 @@ def _choice_index(raw, n_choices: int, path: Path, line: int, first: int = 0) ->
 COPA_QUESTIONS = {"cause": "What was the cause?", "effect": "What happened as a result?"}
 
 
+def _copa_example(r: dict, spec: TaskSpec, lang: str, path: Path | str, line: int) -> Example:
+    """One COPA/XCOPA record: the same fields in the XTREME files, super_glue copa and cambridgeltl/xcopa."""
+    choices = [_field(r, "choice1", path, line), _field(r, "choice2", path, line)]
+    question = _field(r, "question", path, line)
+    if question not in COPA_QUESTIONS:
+        raise _fail(path, line, f"question {question!r} is neither 'cause' nor 'effect'")
+    if r.get("label") == -1:  # the Hub's test splits withhold labels as -1
+        raise UnlabeledSplitError(path, f"row {line} has label -1")
+    return {
+        "context": _field(r, "premise", path, line),
+        # The same English question in every language: XCOPA translates premises and choices only.
+        "question": COPA_QUESTIONS[question],
+        "choices": choices,
+        "label": _choice_index(_field(r, "label", path, line), len(choices), path, line),
+        "lang": lang,
+    }
+
+
 def _read_copa_jsonl(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
     records = list(_read_jsonl(path))
     if records and all("label" not in record for _, record in records):  # as SuperGLUE's COPA test file
         raise UnlabeledSplitError(path, "no record has a `label` field")
-    examples = []
-    for line, r in records:
-        choices = [_field(r, "choice1", path, line), _field(r, "choice2", path, line)]
-        question = _field(r, "question", path, line)
-        if question not in COPA_QUESTIONS:
-            raise _fail(path, line, f"question {question!r} is neither 'cause' nor 'effect'")
-        examples.append({
-            "context": _field(r, "premise", path, line),
-            # The same English question in every language: XCOPA translates premises and choices only.
-            "question": COPA_QUESTIONS[question],
-            "choices": choices,
-            "label": _choice_index(_field(r, "label", path, line), len(choices), path, line),
-            "lang": lang,
-        })
-    return examples
+    return [_copa_example(r, spec, lang, path, line) for line, r in records]
 
 
 def _read_siqa_jsonl(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
@@ -190,27 +195,57 @@ def _read_siqa_jsonl(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
 COMMONSENSEQA_CHOICES = 5
 
 
+def _commonsenseqa_example(r: dict, spec: TaskSpec, lang: str, path: Path | str, line: int) -> Example:
+    """One CommonsenseQA record: the bundle's file has tau/commonsense_qa's Hub fields."""
+    choices = _field(r, "choices", path, line)
+    if len(choices["text"]) != COMMONSENSEQA_CHOICES:
+        raise _fail(path, line, f"expected {COMMONSENSEQA_CHOICES} choices, found {len(choices['text'])}")
+    key = _field(r, "answerKey", path, line)
+    if key not in choices["label"]:
+        raise _fail(path, line, f"answerKey {key!r} is not one of {choices['label']}")
+    return {"context": "", "question": _field(r, "question", path, line), "choices": list(choices["text"]),
+            "label": choices["label"].index(key), "lang": lang}
+
+
 def _read_commonsenseqa_jsonl(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
-    examples = []
-    for line, r in _read_jsonl(path):
-        choices = _field(r, "choices", path, line)
-        if len(choices["text"]) != COMMONSENSEQA_CHOICES:
-            raise _fail(path, line, f"expected {COMMONSENSEQA_CHOICES} choices, found {len(choices['text'])}")
-        key = _field(r, "answerKey", path, line)
-        if key not in choices["label"]:
-            raise _fail(path, line, f"answerKey {key!r} is not one of {choices['label']}")
-        examples.append({"context": "", "question": _field(r, "question", path, line), "choices": list(choices["text"]),
-                         "label": choices["label"].index(key), "lang": lang})
-    return examples
+    return [_commonsenseqa_example(r, spec, lang, path, line) for line, r in _read_jsonl(path)]
+
+
+HELLASWAG_ENDINGS = 4
+
+
+def _hellaswag_example(r: dict, spec: TaskSpec, lang: str, path: Path | str, line: int) -> Example:
+    """One HellaSwag record (rowanz/hellaswag's jsonl or Rowan/hellaswag on the Hub, where `label` is a string and
+    "" in the unlabeled test split). The context is `ctx_a`, and `ctx_b` (the unfinished sentence, often empty)
+    starts every ending, as the BERT baseline of the HellaSwag repository pairs them."""
+    endings = _field(r, "endings", path, line)
+    if len(endings) != HELLASWAG_ENDINGS:
+        raise _fail(path, line, f"expected {HELLASWAG_ENDINGS} endings, found {len(endings)}")
+    label = _field(r, "label", path, line)
+    if label == "":
+        raise UnlabeledSplitError(path, f"row {line} has an empty label")
+    return {"context": _field(r, "ctx_a", path, line), "question": _field(r, "ctx_b", path, line),
+            "choices": list(endings), "label": _choice_index(label, len(endings), path, line), "lang": lang}
+
+
+def _read_hellaswag_jsonl(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
+    return [_hellaswag_example(r, spec, lang, path, line) for line, r in _read_jsonl(path)]
+
+
+COSMOSQA_ANSWERS = tuple(f"answer{i}" for i in range(4))
+
+
+def _cosmosqa_example(r: dict, spec: TaskSpec, lang: str, path: Path | str, line: int) -> Example:
+    """One Cosmos QA record: the bundle's CSV columns are allenai/cosmos_qa's Hub fields (label a string there, an
+    int on the Hub)."""
+    return {"context": _field(r, "context", path, line), "question": _field(r, "question", path, line),
+            "choices": [_field(r, answer, path, line) for answer in COSMOSQA_ANSWERS],
+            "label": _choice_index(_field(r, "label", path, line), len(COSMOSQA_ANSWERS), path, line), "lang": lang}
 
 
 def _read_cosmosqa_csv(path: Path, spec: TaskSpec, lang: str) -> list[Example]:
-    answers = tuple(f"answer{i}" for i in range(4))
-    return [
-        {"context": r["context"], "question": r["question"], "choices": [r[a] for a in answers],
-         "label": _choice_index(r["label"], 4, path, line), "lang": lang}
-        for line, r in _read_csv_records(path, ("context", "question", *answers, "label"))
-    ]
+    return [_cosmosqa_example(r, spec, lang, path, line)
+            for line, r in _read_csv_records(path, ("context", "question", *COSMOSQA_ANSWERS, "label"))]
 
 
 def _squad_articles(path: Path) -> list[dict]:
@@ -403,12 +438,31 @@ READERS: dict[str, Callable[[Path, TaskSpec, str], list[Example]]] = {
     "copa_jsonl": _read_copa_jsonl,
     "siqa_jsonl": _read_siqa_jsonl,
     "commonsenseqa_jsonl": _read_commonsenseqa_jsonl,
+    "hellaswag_jsonl": _read_hellaswag_jsonl,
     "cosmosqa_csv": _read_cosmosqa_csv,
     "squad_json": _read_squad_json,
     "xquad_r_json": _read_xquad_r_json,
     "mewslix_jsonl": _read_mewslix_jsonl,
 }
 CANDIDATE_READERS: dict[str, Callable[[Path], list[tuple[str, str]]]] = {"mewslix_jsonl": _read_mewslix_entities}
+
+
+def _utf8_checked(read: Callable) -> Callable:
+    """`read` (a reader given the file's path first), where a file that is not UTF-8 ends in one error naming its
+    line, byte offset and byte (`components.errors.not_utf8`), not in the decoder's traceback."""
+
+    @functools.wraps(read)
+    def reading(path: Path, *args):
+        try:
+            return read(path, *args)
+        except UnicodeDecodeError as error:
+            raise not_utf8(path, error) from None
+
+    return reading
+
+
+READERS = {file_format: _utf8_checked(read) for file_format, read in READERS.items()}
+CANDIDATE_READERS = {file_format: _utf8_checked(read) for file_format, read in CANDIDATE_READERS.items()}
 
 
 def _local_paths(spec: TaskSpec, split: str, lang: str, root: Path) -> list[Path]:
@@ -498,8 +552,17 @@ def _hub_tags(row: dict, spec: TaskSpec, lang: str, source: str, index: int) -> 
 
 
 def _hub_squad(row: dict, spec: TaskSpec, lang: str, source: str, index: int) -> Example:
+    """SQuAD-schema rows; SQuAD v2's unanswerable questions keep their empty answer lists (see `task_types`)."""
     answers = {"text": list(row["answers"]["text"]), "answer_start": list(row["answers"]["answer_start"])}
     return {"id": row["id"], "context": row["context"], "question": row["question"], "answers": answers, "lang": lang}
+
+
+def _hub_siqa(row: dict, spec: TaskSpec, lang: str, source: str, index: int) -> Example:
+    """allenai/social_i_qa rows: the local file's fields, but the answer as `label` "1"-"3" instead of `correct`."""
+    choices = [_field(row, f"answer{letter}", source, index) for letter in "ABC"]
+    return {"context": _field(row, "context", source, index), "question": _field(row, "question", source, index),
+            "choices": choices, "label": _choice_index(_field(row, "label", source, index), 3, source, index, first=1),
+            "lang": lang}
 
 
 HUB_CONVERTERS = {
@@ -508,6 +571,11 @@ HUB_CONVERTERS = {
     "sst2_tsv": _hub_single,
     "conll": _hub_tags,
     "squad_json": _hub_squad,
+    "copa_jsonl": _copa_example,
+    "commonsenseqa_jsonl": _commonsenseqa_example,
+    "hellaswag_jsonl": _hellaswag_example,
+    "cosmosqa_csv": _cosmosqa_example,
+    "siqa_jsonl": _hub_siqa,
 }
 
 
@@ -537,7 +605,7 @@ def load_split(spec: TaskSpec, split: str, lang: str, root: Path | None = None) 
 
 def _missing_message(spec: TaskSpec, split: str, lang: str, local: str, error: Exception) -> str:
     """`local`: why the local layout cannot serve the split (`_local_gap`)."""
-    alternative = ", or use --protocol dev-split" if spec.dev_split else ""
+    alternative = ", or use protocol=dev-split" if spec.dev_split else ""
     return (f"cannot load {spec.name} {split} [{lang}]: {local}; the Hugging Face dataset path failed too "
             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Obtain the file with "
             f"google-research/xtreme scripts/download_data.sh or go online{alternative}.")
@@ -691,7 +759,7 @@ def cut_dev_pool(pool: list[Example], dev_split: DevSplit) -> DevSplitCut:
 
 def _dev_split_of(spec: TaskSpec) -> DevSplit:
     if spec.dev_split is None:
-        raise XstiltsInputError(f"task {spec.name!r} has no dev-split protocol; use --protocol standard")
+        raise XstiltsInputError(f"task {spec.name!r} has no dev-split protocol; use protocol=standard")
     return spec.dev_split
 
 
@@ -721,7 +789,7 @@ def training_stages(spec: TaskSpec, protocol: str, lang: str, root: Path | None 
     """
     if protocol == "dev-split":
         if train_source or select_holdout:
-            raise XstiltsInputError(f"--train-source and --select-holdout apply to the standard and target-dev "
+            raise XstiltsInputError(f"train_source_override and select_holdout apply to the standard and target-dev "
                                     f"protocols; dev-split trains and selects on cuts of {spec.name}'s own dev pool")
         return [_dev_split_stage(spec, lang, root)]
     *earlier, last = _training_sources(spec, train_source)
@@ -754,6 +822,19 @@ def english_training_gap(spec: TaskSpec, protocol: str, train_source: str = "", 
     return ""
 
 
+def source_training_gap(spec: TaskSpec, lang: str, root: Path | None = None) -> str:
+    """What an intermediate arm lacks to train `spec` in its source language `lang` ("" when nothing): tasks scored
+    without task training have no training data at all; English is `english_training_gap`'s; another language needs
+    its local train file or a Hub train split."""
+    if spec.train_sources is None:
+        return f"{spec.name} is evaluated without task training: it has no training data"
+    if lang == "en":
+        return english_training_gap(spec, "auto")
+    if _on_hub(spec, "train"):
+        return ""
+    return _local_gap(spec, "train", lang, root or data_root())
+
+
 def _declared(spec: TaskSpec, split: str) -> bool:
     """Whether the registry names labeled English data of `split`: XTREME-layout files or a Hub split."""
     return (bool(spec.files.get(split)) and split not in spec.withheld_label_splits) or _on_hub(spec, split)
@@ -764,8 +845,8 @@ def _training_sources(spec: TaskSpec, train_source: str) -> list[TaskSpec]:
         return [get_task(name) for name in spec.train_sources] if spec.train_sources else [spec]
     source = get_task(train_source)
     if source.task_type is not spec.task_type and (source.task_type, spec.task_type) not in EXAMPLE_CONVERSIONS:
-        raise XstiltsInputError(f"--train-source {source.name} is a {source.task_type.value} task; {spec.name} needs "
-                                f"one of its own type, {spec.task_type.value}")
+        raise XstiltsInputError(f"train_source_override {source.name} is a {source.task_type.value} task; {spec.name} "
+                                f"needs one of its own type, {spec.task_type.value}")
     return [source]
 
 
@@ -773,7 +854,7 @@ def _english_dev(spec: TaskSpec, lang: str, root: Path | None) -> list[Example]:
     try:
         return load_split(spec, "dev", lang, root)
     except XstiltsInputError as error:
-        raise XstiltsInputError(f"{error} To select on held-out training items instead, pass --select-holdout N."
+        raise XstiltsInputError(f"{error} To select on held-out training items instead, pass select_holdout=N."
                                 ) from None
 
 
@@ -781,7 +862,7 @@ def _held_out_stage(spec: TaskSpec, source: TaskSpec, train: list[Example], hold
                     params: dict[str, str]) -> TrainingData:
     """The last `holdout` training items select; their item range in the source's train split is logged."""
     if not 0 < holdout < len(train):
-        raise XstiltsInputError(f"--select-holdout {holdout}: expected 1 to {len(train) - 1}, since {source.name} "
+        raise XstiltsInputError(f"select_holdout {holdout}: expected 1 to {len(train) - 1}, since {source.name} "
                                 f"train has {len(train)} items")
     cut = len(train) - holdout
     return TrainingData(spec.name, train[:cut], train[cut:],
@@ -915,6 +996,27 @@ def evaluation_set(spec: TaskSpec, protocol: str, lang: str, root: Path | None =
     if not cut.evaluated:
         raise XstiltsInputError(f"the dev-split protocol of {spec.name} leaves no dev items to evaluate")
     return EvaluationSet(choice, [pool[index] for index in cut.evaluated], cut.evaluated, cut.pool_size)
+
+
+def evaluation_sets(spec: TaskSpec, protocol: str, languages: Sequence[str],
+                    root: Path | None = None) -> dict[str, EvaluationSet]:
+    """The `evaluation_set` of each of `languages`, all read before any is scored.
+
+    Raises:
+        XstiltsInputError: one error naming every language whose evaluation data cannot be read, and why.
+    """
+    found, failures = {}, []
+    for lang in languages:
+        try:
+            found[lang] = evaluation_set(spec, protocol, lang, root)
+        except XstiltsInputError as error:
+            failures.append(f"[{lang}] {error}")
+    if failures:
+        failed = [lang for lang in languages if lang not in found]
+        raise XstiltsInputError(f"cannot evaluate {spec.name} in {len(failed)} of the {len(languages)} languages "
+                                f"asked for ({', '.join(failed)}), so none was scored; leave them out (langs) or "
+                                "obtain their data:\n  " + "\n  ".join(failures))
+    return found
 
 
 def evaluation_data(spec: TaskSpec, protocol: str, lang: str, root: Path | None = None) -> list[Example]:

@@ -15,18 +15,49 @@ from pathlib import Path
 
 import yaml
 
-from components.data import english_training_gap
-from components.errors import XstiltsInputError
+from components.data import choose_evaluation_split, english_training_gap, source_training_gap
+from components.errors import XstiltsInputError, not_utf8
 from components.methods import METHODS, NO_UPSTREAM, Method, unsupported_reason
-from components.models import check_model
-from components.tasks import TaskType, get_task
+from components.models import DEFAULT_MODEL, check_model
+from components.settings import PROJECT_ROOT
+from components.training import check_max_length
+from components.tasks import NO_INTERMEDIATE, TaskSpec, TaskType, check_obtainable, get_task
+from tuning.best_params import DEFAULT_DIR, TunedCell, cell_key, intermediate_label, tuned_cell
 
-DEFAULT_MODEL = "multilingual-e5-small"
-NO_INTERMEDIATE = "none"
 DEFAULT_PROTOCOL = "auto"
 SOURCE_LANG = "en"  # target tasks train on English: the zero-shot setting
 CONFIG_KEYS = {"study", "model", "seeds", "methods", "intermediate", "targets", "lang_adapter", "lang_adapter_langs",
-               "lang_adapter_fallback"}
+               "lang_adapter_fallback", "best_params_dir"}
+@dataclass(frozen=True)
+class ValueRange:
+    """The values a numeric phase param takes: a number (an integer where `integer`) above `low`, or from `low` on
+    where `inclusive`."""
+
+    low: float
+    inclusive: bool
+    integer: bool
+
+    @property
+    def expected(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        return f"{kind} {'>=' if self.inclusive else '>'} {self.low:g}"
+
+    def admits(self, value) -> bool:
+        if isinstance(value, bool) or (self.integer and not isinstance(value, int)):
+            return False
+        try:
+            number = float(value)  # YAML reads 1e-5 (no dot) as a string
+        except (TypeError, ValueError):
+            return False
+        return number >= self.low if self.inclusive else number > self.low
+
+
+_POSITIVE, _COUNT, _CAP = ValueRange(0, False, False), ValueRange(1, True, True), ValueRange(0, True, True)
+VALUE_RANGES = {"lr": _POSITIVE, "epochs": _POSITIVE, "task_reduction_factor": _POSITIVE,
+                "lang_reduction_factor": _POSITIVE, "warmup_ratio": ValueRange(0, True, False),
+                "batch_size": _COUNT, "accumulation_steps": _COUNT, "evals_per_epoch": _COUNT, "max_steps": _COUNT,
+                "max_train_examples": _CAP, "max_select_examples": _CAP, "max_eval_examples": _CAP, "max_texts": _CAP,
+                "select_holdout": _CAP, "task_size_cap": _CAP}
 
 
 @dataclass(frozen=True)
@@ -42,6 +73,7 @@ class Step:
     params: dict  # str values, or StepRef
     label: str
     key: str = field(default="", compare=False)
+    tags: dict = field(default_factory=dict, compare=False)  # provenance logged on the step's run (tuned values)
 
     def upstream(self) -> tuple[str, ...]:
         return tuple(key for value in self.params.values() if isinstance(value, StepRef) for key in value.keys)
@@ -87,19 +119,15 @@ def code_version(root: Path, patterns: tuple[str, ...] = ("components/*.py", "pi
 
 
 def read_config(path: Path, declared: dict[str, set[str]]) -> dict:
-    """The study config, checked: known keys, known tasks and methods, and phase params the MLproject declares.
+    """The study config, checked before anything trains: known keys, tasks and methods, phase params the MLproject
+    declares, each arm's and target's data (the split its phase needs in the named language, a split to score for each
+    evaluated language), numeric ranges, `max_length` against the model and the task, methods against the cell, and
+    the tuned values a `tuned: true` target takes. Every refusal is one line: the file, the key path and the value.
 
     Args:
         declared: the MLproject's parameter names per entry point.
     """
-    if not path.is_file():
-        raise XstiltsInputError(f"config file {path} does not exist")
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise XstiltsInputError(f"{path}: not valid YAML ({error})") from None
-    if not isinstance(config, dict):
-        raise XstiltsInputError(f"{path}: expected a mapping of study settings, got {type(config).__name__}")
+    config = _load(path)
     unknown = sorted(set(config) - CONFIG_KEYS)
     if unknown:
         raise XstiltsInputError(f"{path}: unknown key(s) {', '.join(unknown)}; expected some of: "
@@ -108,75 +136,158 @@ def read_config(path: Path, declared: dict[str, set[str]]) -> dict:
         if not isinstance(config.get(required), list) or not config[required]:
             raise XstiltsInputError(f"{path}: `{required}:` must be a non-empty list")
     _check_methods(path, "methods", config["methods"])
-    for seed in config["seeds"]:
-        if not isinstance(seed, int):
-            raise XstiltsInputError(f"{path}: seeds must be integers, got {seed!r}")
-    for arm in config.get("intermediate") or [NO_INTERMEDIATE]:
+    for index, seed in enumerate(config["seeds"]):
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise XstiltsInputError(f"{path}: seeds[{index}]: {seed!r}: seeds must be integers")
+    model = _model(config)
+    with _naming(path, "model", model):
+        check_model(model)
+    for index, arm in enumerate(config.get("intermediate") or [NO_INTERMEDIATE]):
         if arm != NO_INTERMEDIATE:
-            _check_phase_params(path, "intermediate", _mapping(path, "intermediate", arm), declared)
-    for target in config["targets"]:
-        target = _mapping(path, "targets", target)
-        if "methods" in target:
-            _check_methods(path, f"target {target.get('task')} methods", target["methods"])
-        _check_phase_params(path, "target", _target_params(target), declared)
-        _check_phase_params(path, "evaluate", _mapping(path, "evaluate", target.get("evaluate") or {}), declared)
+            _check_arm(path, f"intermediate[{index}]", arm, declared, model)
+    for index, target in enumerate(config["targets"]):
+        _check_target(path, f"targets[{index}]", target, declared, model)
     lang_adapter = _mapping(path, "lang_adapter", config.get("lang_adapter") or {})
-    _check_phase_params(path, "lang_adapter", lang_adapter, declared)
+    _check_phase_params(path, "lang_adapter", "lang_adapter", lang_adapter, declared)
     if "protocol" in lang_adapter:
-        raise XstiltsInputError(f"{path}: lang_adapter: protocol is set by the grid: the protocols of the targets "
-                                "the language adapters serve (set `protocol:` on the targets)")
-    _check_registry_values(path, config)
+        raise XstiltsInputError(f"{path}: lang_adapter.protocol: {lang_adapter['protocol']!r}: set by the grid: the "
+                                "protocols of the targets the language adapters serve (set `protocol:` on the targets)")
+    _check_values(path, "lang_adapter", lang_adapter, [], model)
+    target_langs = {lang for target in config["targets"] for lang in get_task(target["task"]).langs}
+    for index, lang in enumerate(config.get("lang_adapter_langs") or []):
+        if lang not in target_langs:
+            raise XstiltsInputError(f"{path}: lang_adapter_langs[{index}]: {lang!r}: unknown language: no target task "
+                                    "has it")
+    with _naming(path):
+        expand(config)  # the cells' tuned values, and at least one cell its methods can run
+    return config
+
+
+def _load(path: Path) -> dict:
+    if not path.is_file():
+        raise XstiltsInputError(f"config file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise not_utf8(path, error) from None
+    try:
+        config = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise XstiltsInputError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
+    if not isinstance(config, dict):
+        raise XstiltsInputError(f"{path}: expected a mapping of study settings, got {type(config).__name__}")
     return config
 
 
 def _check_methods(path: Path, setting: str, methods) -> None:
     if not isinstance(methods, list) or not methods:
-        raise XstiltsInputError(f"{path}: `{setting}:` must be a non-empty list of methods")
-    for method in methods:
+        raise XstiltsInputError(f"{path}: {setting}: {methods!r}: must be a non-empty list of methods")
+    for index, method in enumerate(methods):
         if method not in METHODS:
-            raise XstiltsInputError(f"{path}: {setting}: unknown method {method!r}; expected some of: "
+            raise XstiltsInputError(f"{path}: {setting}[{index}]: {method!r}: unknown method; expected some of: "
                                     f"{', '.join(METHODS)}")
 
 
 def _target_params(target: dict) -> dict:
-    """A target entry's `target` phase params: without its `evaluate` params and its own `methods` list."""
-    return {key: value for key, value in target.items() if key not in ("evaluate", "methods")}
+    """A target entry's `target` phase params: without its `evaluate` params, its own `methods` list and `tuned`."""
+    return {key: value for key, value in target.items() if key not in ("evaluate", "methods", "tuned")}
 
 
 @contextmanager
-def _naming(path: Path, setting: str):
-    """A registry's refusal (unknown model, language, ...) as one error naming the config file and the setting."""
+def _naming(path: Path, where: str = "", value=None):
+    """A refusal from a registry or the data layer as one error line naming the config file, the key path and the
+    value."""
     try:
         yield
     except XstiltsInputError as error:
-        raise XstiltsInputError(f"{path}: {setting}: {error}") from None
+        located = f"{where}: {value!r}: " if where else ""
+        raise XstiltsInputError(f"{path}: {located}{error}") from None
 
 
-def _check_registry_values(path: Path, config: dict) -> None:
-    """The model, languages and target tasks' English training data that the registries know of."""
-    with _naming(path, "model"):
-        check_model(_model(config))
-    for arm in config.get("intermediate") or [NO_INTERMEDIATE]:
-        if arm != NO_INTERMEDIATE:
-            with _naming(path, f"intermediate {arm['task']} source_lang"):
-                for task in _listed(str(arm["task"])):
-                    get_task(task).check_lang(arm.get("source_lang", SOURCE_LANG), training=True)
-    for target in config["targets"]:
-        spec = get_task(target["task"])
-        with _naming(path, f"target {spec.name} evaluate langs"):
-            for lang in _listed(str((target.get("evaluate") or {}).get("langs", ""))):
+def _tasks(path: Path, where: str, entry: dict) -> list[TaskSpec]:
+    """The registered task(s) an arm or target names (an arm may list several, comma-separated)."""
+    if "task" not in entry:
+        raise XstiltsInputError(f"{path}: {where}.task: missing: every entry names its task (`task: xnli`)")
+    specs = []
+    for name in _listed(str(entry["task"])):
+        with _naming(path, f"{where}.task", entry["task"]):
+            spec = get_task(name)
+            check_obtainable(spec)
+        specs.append(spec)
+    if not specs:
+        raise XstiltsInputError(f"{path}: {where}.task: {entry['task']!r}: names no task")
+    return specs
+
+
+def _check_arm(path: Path, where: str, arm, declared: dict[str, set[str]], model: str) -> None:
+    """An intermediate arm: its tasks train in its source language."""
+    arm = _mapping(path, "intermediate", arm)
+    _check_phase_params(path, where, "intermediate", arm, declared)
+    specs = _tasks(path, where, arm)
+    source_lang = str(arm.get("source_lang", SOURCE_LANG))
+    for spec in specs:
+        with _naming(path, f"{where}.source_lang", source_lang):
+            spec.check_lang(source_lang, training=True)
+        gap = source_training_gap(spec, source_lang)
+        if gap:
+            raise XstiltsInputError(f"{path}: {where}.task: {arm['task']!r}: cannot be an intermediate task in "
+                                    f"{source_lang}: {gap}")
+    _check_values(path, where, arm, specs, model)
+
+
+def _check_target(path: Path, where: str, target, declared: dict[str, set[str]], model: str) -> None:
+    """A target: its English training data, a split to score in each evaluated language, its own methods."""
+    target = _mapping(path, "targets", target)
+    specs = _tasks(path, where, target)
+    if len(specs) > 1:
+        raise XstiltsInputError(f"{path}: {where}.task: {target['task']!r}: a target is one task (task lists are for "
+                                "intermediate arms)")
+    spec = specs[0]
+    if "methods" in target:
+        _check_methods(path, f"{where}.methods", target["methods"])
+        for index, name in enumerate(target["methods"]):
+            refusal = unsupported_reason(METHODS[name], spec)
+            if refusal:
+                raise XstiltsInputError(f"{path}: {where}.methods[{index}]: {name!r}: {refusal}")
+    if not isinstance(target.get("tuned", False), (bool, str)):
+        raise XstiltsInputError(f"{path}: {where}.tuned: {target['tuned']!r}: expected true, false or the "
+                                "intermediate label of the tuned cell to read for every arm (e.g. none, anli-en)")
+    params = _target_params(target)
+    _check_phase_params(path, where, "target", params, declared)
+    evaluate = _mapping(path, f"{where}.evaluate", target.get("evaluate") or {})
+    _check_phase_params(path, f"{where}.evaluate", "evaluate", evaluate, declared)
+    protocol = str(target.get("protocol", DEFAULT_PROTOCOL))
+    langs = evaluate.get("langs", "")
+    for lang in _listed(str(langs)) or spec.langs:
+        with _naming(path, f"{where}.evaluate.langs", langs):
+            if spec.task_type is TaskType.RETRIEVAL:
                 spec.check_lang(lang)
-        if not _is_retrieval(target):
-            with _naming(path, f"target {spec.name}"):
-                gap = english_training_gap(spec, str(target.get("protocol", "auto")),
-                                           str(target.get("train_source_override", "")),
-                                           int(target.get("select_holdout", 0)))
-                if gap:
-                    raise XstiltsInputError(f"cannot train it: {gap}")
-    target_langs = {lang for target in config["targets"] for lang in get_task(target["task"]).langs}
-    for lang in config.get("lang_adapter_langs") or []:
-        if lang not in target_langs:
-            raise XstiltsInputError(f"{path}: lang_adapter_langs: unknown language {lang!r}: no target task has it")
+            else:
+                choose_evaluation_split(spec, protocol, lang)
+    if spec.task_type is not TaskType.RETRIEVAL:
+        with _naming(path, f"{where}.task", spec.name):
+            gap = english_training_gap(spec, protocol, str(target.get("train_source_override", "")),
+                                       int(target.get("select_holdout", 0)))
+            if gap:
+                raise XstiltsInputError(f"cannot train it: {gap}")
+    _check_values(path, where, params, [spec], model)
+    _check_values(path, f"{where}.evaluate", evaluate, [spec], model)
+
+
+def _check_values(path: Path, where: str, params: dict, specs: list[TaskSpec], model: str) -> None:
+    """Numeric params within their ranges, and `max_length` between what the tasks need and what the model takes
+    (`components.training.check_max_length`, the check the phases run)."""
+    for name, value_range in VALUE_RANGES.items():
+        if name in params and not value_range.admits(params[name]):
+            raise XstiltsInputError(f"{path}: {where}.{name}: {params[name]!r}: expected {value_range.expected}")
+    if "max_length" in params:
+        value = params["max_length"]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise XstiltsInputError(f"{path}: {where}.max_length: {value!r}: expected an integer")
+        try:
+            check_max_length(value, model, specs)
+        except XstiltsInputError as error:
+            raise XstiltsInputError(f"{path}: {where}.{error}") from None
 
 
 def _model(config: dict) -> str:
@@ -194,14 +305,11 @@ def _mapping(path: Path, where: str, value) -> dict:
     return value
 
 
-def _check_phase_params(path: Path, entry: str, params: dict, declared: dict[str, set[str]]) -> None:
+def _check_phase_params(path: Path, where: str, entry: str, params: dict, declared: dict[str, set[str]]) -> None:
     unknown = sorted(set(params) - declared[entry])
     if unknown:
-        raise XstiltsInputError(f"{path}: unknown parameter(s) {', '.join(unknown)} for {entry}; expected some of: "
-                                f"{', '.join(sorted(declared[entry]))}")
-    with _naming(path, entry):
-        for task in _listed(str(params.get("task", ""))):
-            get_task(task)
+        raise XstiltsInputError(f"{path}: {where}: unknown parameter(s) {', '.join(unknown)} for {entry}; expected "
+                                f"some of: {', '.join(sorted(declared[entry]))}")
 
 
 class _Builder:
@@ -210,10 +318,10 @@ class _Builder:
     def __init__(self):
         self.steps: dict[str, Step] = {}
 
-    def add(self, entry: str, params: dict, label: str) -> StepRef:
+    def add(self, entry: str, params: dict, label: str, tags: dict | None = None) -> StepRef:
         key = step_key(entry, params)
         if key not in self.steps:
-            self.steps[key] = Step(entry, params, label, key)
+            self.steps[key] = Step(entry, params, label, key, tags or {})
         return StepRef((key,))
 
 
@@ -224,13 +332,14 @@ def expand(config: dict) -> Grid:
     arms = config.get("intermediate") or [NO_INTERMEDIATE]
     for seed in config["seeds"]:
         for arm in arms:
-            for target in config["targets"]:
+            for index, target in enumerate(config["targets"]):
                 for method_name in target.get("methods", config["methods"]):
                     reason = _cell_problem(METHODS[method_name], arm, target)
                     if reason:
                         skipped.append(f"{_arm_label(arm)} -> {target['task']} x {method_name}: {reason}")
                         continue
-                    _add_cell(builder, config, model, seed, arm, target, METHODS[method_name])
+                    tuned = _tuned(config, f"targets[{index}]", model, arm, target, method_name)
+                    _add_cell(builder, config, model, seed, arm, target, METHODS[method_name], tuned)
     skipped = list(dict.fromkeys(skipped))  # the same reason for every seed
     if not builder.steps:
         raise XstiltsInputError("the study has no cell that its methods can run: " + "; ".join(skipped))
@@ -258,7 +367,34 @@ def _cell_problem(method: Method, arm, target: dict) -> str:
     return ""
 
 
-def _add_cell(builder: _Builder, config: dict, model: str, seed: int, arm, target: dict, method: Method) -> None:
+def _tuned(config: dict, where: str, model: str, arm, target: dict, method: str) -> TunedCell | None:
+    """The cell's tuned values where its target says `tuned: true` (or those of the cell tuned after the intermediate
+    label `tuned` names, for every arm); raises naming the missing file and the `tune` command that writes it."""
+    if target.get("tuned") in (None, False):
+        return None
+    if isinstance(target["tuned"], str):
+        intermediate = target["tuned"]
+    else:
+        intermediate = (intermediate_label() if arm == NO_INTERMEDIATE
+                        else intermediate_label(str(arm["task"]), str(arm.get("source_lang", SOURCE_LANG))))
+    directory = PROJECT_ROOT / config.get("best_params_dir", DEFAULT_DIR)
+    found = tuned_cell(target["task"], method, model, intermediate, directory)
+    if found:
+        return found
+    cell = cell_key(target["task"], method, model, intermediate)
+    options = {"method": method, "model": model, **_target_params(target),
+               **({"best_params_dir": config["best_params_dir"]} if "best_params_dir" in config else {})}
+    command = "mlflow run . -e tune" + "".join(f" -P {name}={value}" for name, value in options.items())
+    if intermediate != intermediate_label():
+        command += f" -P init_run_id=<run id of an intermediate {intermediate} run>"
+    if METHODS[method].lang_adapters:
+        command += " -P lang_adapter_run_id=<run id of an English lang_adapter run>"
+    raise XstiltsInputError(f"{where}.tuned: {target['tuned']!r}: no tuned values for cell {cell}: {directory / (cell + '.yaml')} "
+                            f"does not exist; write it with: {command}")
+
+
+def _add_cell(builder: _Builder, config: dict, model: str, seed: int, arm, target: dict, method: Method,
+              tuned: TunedCell | None) -> None:
     arm_label = _arm_label(arm)
     intermediate = None
     if arm != NO_INTERMEDIATE:
@@ -275,14 +411,19 @@ def _add_cell(builder: _Builder, config: dict, model: str, seed: int, arm, targe
         builder.add("evaluate", {"retrieval_task": target["task"], **encoder, **evaluate_params},
                     f"evaluate {target['task']} from {arm_label} seed {seed}")
         return
-    params = {"model": model, "seed": seed, **target_params, "method": method.name}
+    # Tuned values replace the defaults; values the target sets itself replace tuned ones.
+    tuned_params = {name: value for name, value in (tuned.params if tuned else {}).items() if name not in target_params}
+    params = {"model": model, "seed": seed, **tuned_params, **target_params, "method": method.name}
+    tags = {**{f"tuned/{name}": str(value) for name, value in tuned_params.items()},
+            **({"tuned_from_run": tuned.study_run_id, "tuned_file": str(tuned.path)} if tuned else {})}
     if intermediate:
         params["init_run_id"] = intermediate
     # Language adapters belong to the encoder they were trained on: the intermediate run's for full_then_madx.
     adapter_encoder = intermediate if method.encoder_from_upstream else None
     if method.lang_adapters:
         params["lang_adapter_run_id"] = _lang_adapter(builder, config, model, SOURCE_LANG, adapter_encoder)
-    trained = builder.add("target", params, f"target {target['task']} {method.name} from {arm_label} seed {seed}")
+    trained = builder.add("target", params, f"target {target['task']} {method.name} from {arm_label} seed {seed}",
+                          tags)
     evaluate_params["train_run_id"] = trained
     if method.lang_adapters:
         langs = [lang for lang in _adapter_langs(config, target) if lang != SOURCE_LANG]
@@ -317,3 +458,44 @@ def _lang_adapter(builder: _Builder, config: dict, model: str, lang: str, encode
     if encoder:
         params["init_run_id"] = encoder
     return builder.add("lang_adapter", params, f"lang_adapter {lang}" + (" (intermediate encoder)" if encoder else ""))
+
+
+# What `shrunk` sets: one optimizer step per training phase, and inputs the smallest models take.
+SHRUNK_LENGTH = 64
+GPU_ONLY_PARAMS = ("precision",)  # bf16 autocast is for GPUs; the shrunk run is a CPU check
+
+
+def shrunk(config: dict, model: str, langs: tuple[str, ...], examples: int) -> dict:
+    """A copy of a study config that runs in seconds: CI's check that a shipped config runs end to end. `model` for
+    every phase, the first seed, one epoch of one batch of `examples` items per training phase, `examples` items
+    scored in each of `langs` that a target has (a target with none of them keeps its first), language adapters of
+    one step on the bundle's text (a Hub `text_source` such as Wikipedia cannot be read offline) for those languages.
+    Arms, targets and methods stay as they are."""
+    caps = {"epochs": 1, "batch_size": examples, "accumulation_steps": 1, "max_train_examples": examples,
+            "max_select_examples": examples, "max_length": SHRUNK_LENGTH}
+
+    def trained(params: dict) -> dict:
+        kept = {name: value for name, value in params.items() if name not in GPU_ONLY_PARAMS}
+        if "select_holdout" in kept:  # the last training item selects: a Hub fixture's few items hold no more
+            kept["select_holdout"] = 1
+        return {**kept, **caps}
+
+    small = {**config, "model": model, "seeds": config["seeds"][:1]}
+    small["intermediate"] = [arm if arm == NO_INTERMEDIATE else trained(arm) for arm in
+                             config.get("intermediate") or [NO_INTERMEDIATE]]
+    small["targets"] = []
+    for target in config["targets"]:
+        spec = get_task(target["task"])
+        evaluate = dict(target.get("evaluate") or {})
+        listed = _listed(str(evaluate.get("langs", ""))) or list(spec.langs)
+        evaluate.update(langs=",".join([lang for lang in listed if lang in langs] or listed[:1]),
+                        max_eval_examples=examples)
+        params = target if spec.task_type is TaskType.RETRIEVAL else trained(target)
+        small["targets"].append({**params, "evaluate": evaluate})
+    small["lang_adapter"] = {**{name: value for name, value in (config.get("lang_adapter") or {}).items()
+                                if name not in ("text_source", *GPU_ONLY_PARAMS)},
+                             "max_steps": 1, "max_texts": examples, "batch_size": examples,
+                             "max_length": SHRUNK_LENGTH}
+    if config.get("lang_adapter_langs"):
+        small["lang_adapter_langs"] = [lang for lang in config["lang_adapter_langs"] if lang in langs]
+    return small

@@ -72,7 +72,7 @@ def check_upstream(method: Method, init_run_id: str, upstream_method: str) -> No
     """Raises unless `method` may start from an upstream run trained with `upstream_method` (or from none)."""
     if not init_run_id:
         if NO_UPSTREAM not in method.upstream:
-            raise XstiltsInputError(f"method {method.name} starts from an intermediate run: pass --init-run-id of a "
+            raise XstiltsInputError(f"method {method.name} starts from an intermediate run: pass init_run_id of a "
                                     f"FINISHED intermediate run of method {' or '.join(method.upstream)}")
         return
     if upstream_method not in method.upstream:

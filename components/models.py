@@ -6,6 +6,7 @@ the cache by `components.offline_model`. Loading never sets `trust_remote_code`:
 transformers architecture.
 """
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from components import offline_model
 from components.errors import XstiltsInputError
+from components.options import DEFAULT_MODEL  # noqa: F401 (defined with every run option, import-light)
+
+IGNORED_LABEL = -100  # the label position the models' cross-entropy loss skips (PyTorch's ignore_index)
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,8 @@ class ModelSpec:
         pooling: default retrieval pooling, "mean" or "cls".
         retrieval_layer: default index into `hidden_states` for retrieval (0 = embeddings, -1 = last layer).
         description: one line for listings and run descriptions.
+        max_length: the longest input in tokens its position embeddings take (XLM-R's 514 positions less the 2 that
+            its padding offset uses; multilingual-e5-small is an XLM-R-style encoder of the same size).
     """
 
     name: str
@@ -36,6 +42,7 @@ class ModelSpec:
     pooling: str = "mean"
     retrieval_layer: int = -1
     description: str = ""
+    max_length: int = 512
 
 
 _SPECS = (
@@ -103,6 +110,20 @@ def check_model(name_or_path: str) -> None:
             f"unknown model {name_or_path!r}: expected a registered name ({', '.join(MODELS)}) "
             "or a local model folder containing config.json"
         )
+
+
+ROBERTA_TYPES = ("roberta", "xlm-roberta", "camembert")  # position ids start after the padding index
+
+
+def max_input_length(name_or_path: str) -> int:
+    """The longest input in tokens the model takes: the registry's value, or for a local folder its config.json's
+    `max_position_embeddings` (less the padding offset of RoBERTa-style position ids, which start at pad id + 1)."""
+    check_model(name_or_path)
+    if name_or_path in MODELS:
+        return MODELS[name_or_path].max_length
+    config = json.loads((Path(name_or_path).expanduser() / "config.json").read_text(encoding="utf-8"))
+    offset = config.get("pad_token_id", 1) + 1 if config.get("model_type") in ROBERTA_TYPES else 0
+    return int(config["max_position_embeddings"]) - offset
 
 
 def load_tokenizer(resolved: ResolvedModel, **kwargs: Any) -> PreTrainedTokenizerBase:

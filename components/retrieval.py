@@ -16,7 +16,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from components import settings
-from components.errors import XstiltsInputError
+from components.errors import XstiltsInputError, not_utf8
 from components.metrics import Pair, bucc_extract, bucc_f1, bucc_optimize_threshold, mine_bitext_candidates
 from components.predictions import PredictionFile, prediction_file
 from components.tasks import get_task
@@ -175,8 +175,11 @@ def _read_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise XstiltsInputError(f"{path}: file not found; expected one sentence per line")
     # Only "\n" ends a line: str.splitlines would also split on U+2028 and the like and break the alignment.
-    with open(path, encoding="utf-8", newline="\n") as handle:
-        return [line.rstrip("\r\n") for line in handle]
+    try:
+        with open(path, encoding="utf-8", newline="\n") as handle:
+            return [line.rstrip("\r\n") for line in handle]
+    except UnicodeDecodeError as error:
+        raise not_utf8(path, error) from None
 
 
 def task_paths(task: str, split: str, lang: str, root: Path | None = None) -> tuple[Path, ...]:

@@ -20,12 +20,14 @@ from transformers import (
 )
 
 from components import dual_encoder
-from components.data import Example
+from components.data import EXAMPLE_CONVERSIONS, HUB_CONVERTERS, READERS, Example
 from components.errors import XstiltsInputError
-from components.metrics import accuracy, mlqa_em_f1, squad_em_f1, tagging_f1
-from components.tasks import TaskSpec, TaskType
+from components.metrics import accuracy, bucc_f1, map_at_k, mlqa_em_f1, squad_em_f1, tagging_f1
+# IGNORED_LABEL: the loss and selection skip these positions (special tokens, non-first sub-words)
+from components.models import IGNORED_LABEL
+from components.retrieval import RETRIEVAL_TASKS
+from components.tasks import TASKS, TaskSpec, TaskType
 
-IGNORED_LABEL = -100  # the loss and selection skip these positions (special tokens, non-first sub-words)
 
 
 class TaskHandler:
@@ -334,8 +336,10 @@ class ExtractiveQAHandler(TaskHandler):
         return self.score(examples, self.decode(rows, features, examples, labels))
 
     def score(self, examples: Sequence[Example], predictions: Sequence[tuple[str, str]]) -> dict[str, float]:
-        """The spec's scorer (`qa_scorer`); MLQA's normalisation depends on the examples' language."""
-        gold = {index: example["answers"]["text"] for index, example in enumerate(examples)}
+        """The spec's scorer (`qa_scorer`); MLQA's normalisation depends on the examples' language. An unanswerable
+        question (SQuAD v2) has the gold answer "", as SQuAD v2's evaluate-v2.0.py scores it; decoding always
+        answers with a span, so such a question scores 0."""
+        gold = {index: example["answers"]["text"] or [""] for index, example in enumerate(examples)}
         answers = {index: answer for index, (_, answer) in enumerate(predictions)}
         return QA_SCORERS[self.spec.qa_scorer](gold, answers, examples[0]["lang"])
 
@@ -355,7 +359,11 @@ def _truncated_questions(examples: Sequence[Example], tokenizer, max_tokens: int
 
 
 def _answer_positions(answers: dict, offsets: Sequence[tuple[int, int] | None]) -> tuple[int, int]:
-    """Token positions of the first gold answer in one window; (0, 0) when the window does not contain all of it."""
+    """Token positions of the first gold answer in one window; (0, 0), the CLS token, when the window does not
+    contain all of it or the question has no answer (SQuAD v2's unanswerable questions: HF's run_qa.py and jiant
+    label them so)."""
+    if not answers["text"]:
+        return 0, 0
     first_char = answers["answer_start"][0]
     last_char = first_char + len(answers["text"][0])
     context = [position for position, offset in enumerate(offsets) if offset is not None]
@@ -426,3 +434,85 @@ def handler_for(spec: TaskSpec) -> TaskHandler:
             f"task {spec.name!r} is of type {spec.task_type.value}, which training and evaluation do not support "
             f"yet (supported: {supported})"
         ) from None
+
+
+# Retrieval tasks are read and scored in `components.retrieval`: each file format's scorer, on one matching pair.
+RETRIEVAL_SCORES = {
+    "aligned_text": lambda: accuracy([0], [0]),  # Tatoeba
+    "bucc": lambda: bucc_f1({("a", "b")}, {("a", "b")}),
+}
+SPLITS = ("train", "dev", "test")
+
+
+def scorer_metrics(spec: TaskSpec) -> set[str]:
+    """The metric names `spec`'s scorer returns, read off the scorer itself on one trivially right item, so that
+    they cannot drift from it. Raises (KeyError, ValueError) where `qa_scorer`, `tag_scheme` or a retrieval file
+    format names no scorer."""
+    if spec.task_type is TaskType.TOKEN_CLASSIFICATION:
+        return set(tagging_f1([["B-X"]], [["B-X"]], spec.tag_scheme))
+    if spec.task_type is TaskType.EXTRACTIVE_QA:
+        return set(QA_SCORERS[spec.qa_scorer]({"q": ["a"]}, {"q": "a"}, "en"))
+    if spec.task_type is TaskType.DUAL_ENCODER_RETRIEVAL:
+        return set(map_at_k({"q": ["a"]}, {"q": ["a"]}, k=dual_encoder.CUTOFF))
+    if spec.task_type is TaskType.RETRIEVAL:
+        return set(RETRIEVAL_SCORES[spec.file_format]())
+    return set(accuracy([0], [0]))
+
+
+def registry_problems(spec: TaskSpec) -> list[str]:
+    """What in `spec` names no code or no task ([] when it all resolves): its type's handler or retrieval evaluator,
+    file reader, Hub converter, scorer and metrics, training sources, label aliases and splits."""
+    problems = []
+    if spec.task_type is TaskType.RETRIEVAL:
+        if spec.name not in RETRIEVAL_TASKS:
+            problems.append("no evaluator in components.retrieval.RETRIEVAL_TASKS (known: "
+                            f"{', '.join(RETRIEVAL_TASKS)})")
+        if spec.file_format not in RETRIEVAL_SCORES:
+            problems.append(f"file_format {spec.file_format!r} is not a retrieval format "
+                            f"({', '.join(RETRIEVAL_SCORES)})")
+    else:
+        if spec.task_type not in HANDLERS:
+            problems.append(f"task_type {spec.task_type.value} has no handler in components.task_types.HANDLERS")
+        if spec.file_format not in READERS:
+            problems.append(f"file_format {spec.file_format!r} has no reader in components.data.READERS "
+                            f"(known: {', '.join(READERS)})")
+    if spec.hf_dataset and spec.file_format not in HUB_CONVERTERS:
+        problems.append(f"hf_dataset {spec.hf_dataset[0]} but file_format {spec.file_format!r} has no Hub converter in "
+                        "components.data.HUB_CONVERTERS")
+    if set(spec.hf_splits) - set(SPLITS) or (spec.hf_splits and not spec.hf_dataset):
+        problems.append(f"hf_splits {spec.hf_splits} must map {', '.join(SPLITS)} of a registered hf_dataset")
+    if not spec.files and not spec.hf_dataset:
+        problems.append("neither files nor hf_dataset: no way to obtain the data")
+    try:
+        unknown = [metric for metric in spec.metrics if metric not in scorer_metrics(spec)]
+        if unknown or not spec.metrics:
+            problems.append(f"metrics {spec.metrics}: the scorer returns {', '.join(sorted(scorer_metrics(spec)))}")
+    except (KeyError, ValueError) as error:
+        problems.append(f"no scorer (qa_scorer {spec.qa_scorer!r}, tag_scheme {spec.tag_scheme!r}): {error}")
+    for source in spec.train_sources or ():
+        if source not in TASKS:
+            problems.append(f"train source {source!r} is not a registered task")
+        elif TASKS[source].task_type is not spec.task_type and (
+                TASKS[source].task_type, spec.task_type) not in EXAMPLE_CONVERSIONS:
+            problems.append(f"train source {source!r} is a {TASKS[source].task_type.value} task, with no conversion "
+                            f"to {spec.task_type.value}")
+    stray_aliases = [label for label in spec.label_aliases.values() if label not in spec.labels]
+    if stray_aliases:
+        problems.append(f"label_aliases map to {stray_aliases}, not in labels {spec.labels}")
+    if spec.dev_split and "dev" not in spec.files:
+        problems.append("dev_split without a dev file to split")
+    if set(spec.withheld_label_splits) - set(spec.files):
+        problems.append(f"withheld_label_splits {spec.withheld_label_splits} name splits without files")
+    return problems
+
+
+def check_registry(specs=None) -> None:
+    """Raises one error listing every spec of `specs` (default: the whole registry) that names no code; run when
+    this module is imported, so a typo in `components.tasks` fails the test suite at import, not a user's run."""
+    problems = [f"{spec.name}: {problem}" for spec in (TASKS.values() if specs is None else specs)
+                for problem in registry_problems(spec)]
+    if problems:
+        raise ValueError("task registry (components/tasks.py) names code that does not exist:\n" + "\n".join(problems))
+
+
+check_registry()

@@ -2,13 +2,22 @@
 
 Facts follow ../shared/docs/benchmarks.md (XTREME `evaluate.py`, XTREME-R additions, jiant's X-STILTs guide).
 Paths are relative to the data root and follow the layout google-research/xtreme's download script leaves;
-`{lang}` is substituted. Code is keyed by `TaskType`; a spec only holds data.
+`{lang}` is substituted. Code is keyed by `TaskType`; a spec only holds data. `components.task_types.check_registry`
+(run when that module is imported) checks that every name a spec holds (file format, type, metrics, scorers)
+resolves to code.
+
+Hub-only tasks (MNLI, QQP, SQuAD v1.1/v2, HellaSwag: not in ../shared/data) name their Hugging Face dataset and where
+its schema was read (`hub_schema_source`); tests/hub_fixtures.py writes fixtures in those schemas.
 """
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 
 from components.errors import XstiltsInputError
+from components.settings import DATA_ROOT_ENV, data_root
+
+NO_INTERMEDIATE = "none"  # the intermediate arm, and `intermediate_task` param, of a run without intermediate task
 
 
 class TaskType(str, Enum):
@@ -67,6 +76,10 @@ class TaskSpec:
             TyDiQA-GoldP) or `mlqa` (MLQA's language-aware normalisation).
         tag_scheme: tagging only: how tags are read as chunks for F1 (`components.metrics.tagging_f1`): `iob`
             (B-/I- entity tags, PAN-X) or `plain` (tags without IOB prefixes: UPOS, CCG supertags).
+        hub_schema_source: where the Hub dataset's schema (columns, feature types, label encoding, splits) was read;
+            the Hub converters in `components.data` and the fixtures of tests/hub_fixtures.py follow it.
+        unobtainable: why the data cannot be obtained publicly ("" when it can); such a task is refused
+            (`check_obtainable`) unless its files are under the data root.
     """
 
     name: str
@@ -86,6 +99,8 @@ class TaskSpec:
     xtreme_r_group: str | None = None
     qa_scorer: str = "squad"
     tag_scheme: str | None = None
+    hub_schema_source: str = ""
+    unobtainable: str = ""
 
     @property
     def headline_metric(self) -> str:
@@ -98,6 +113,24 @@ class TaskSpec:
             raise XstiltsInputError(
                 f"unknown language {lang!r} for task {self.name!r}; expected one of: {', '.join(self.langs)}"
             )
+        check_obtainable(self)
+
+
+def check_obtainable(spec: TaskSpec, root: Path | None = None) -> None:
+    """Raises with the registry's reason when `spec`'s data cannot be obtained publicly (CCG: CCGbank is
+    LDC-licensed) and no copy of its files is under the data root. Cheap (file existence only), so that phase entry
+    points (through `TaskSpec.check_lang`) and the study-config check refuse such a task before any run starts."""
+    if not spec.unobtainable:
+        return
+    root = root or data_root()
+    paths = [root / pattern.format(lang=lang) for patterns in spec.files.values() for pattern in patterns
+             for lang in spec.langs]
+    if not any(path.is_file() for path in paths):
+        raise XstiltsInputError(
+            f"task {spec.name!r} cannot be obtained: {spec.unobtainable}. Put a licensed copy at "
+            f"{', '.join(sorted({str(path) for path in paths}))} (data root {root}; set {DATA_ROOT_ENV} to change "
+            f"it), or leave {spec.name} out"
+        )
 
 
 def _langs(text: str) -> tuple[str, ...]:
@@ -247,6 +280,10 @@ _SPECS = (
         files={"train": (f"{XD}/xnli/train-en.tsv",)}, file_format="tsv_pair", labels=NLI_LABELS,
         label_aliases={"contradictory": "contradiction"},
         hf_dataset=("nyu-mll/multi_nli", None), hf_splits={"train": "train", "dev": "validation_matched"},
+        hub_schema_source="dataset card of nyu-mll/multi_nli (README dataset_info): promptID int32, pairID, premise, "
+                          "premise_binary_parse, premise_parse, hypothesis, hypothesis_binary_parse, hypothesis_parse, "
+                          "genre (strings), label ClassLabel(entailment, neutral, contradiction); splits train, "
+                          "validation_matched, validation_mismatched",
     ),
     TaskSpec(
         name="anli", task_type=TaskType.PAIR_CLASSIFICATION, metrics=("accuracy",), langs=("en",),
@@ -260,6 +297,9 @@ _SPECS = (
         name="qqp", task_type=TaskType.PAIR_CLASSIFICATION, metrics=("accuracy",), langs=("en",),
         files={}, file_format="tsv_pair", labels=("0", "1"),
         hf_dataset=("nyu-mll/glue", "qqp"), hf_splits={"train": "train", "dev": "validation"},
+        hub_schema_source="dataset card of nyu-mll/glue, config qqp (README dataset_info): question1, question2 "
+                          "(strings), label ClassLabel(not_duplicate, duplicate), idx int32; splits train, validation, "
+                          "test (test labels -1)",
     ),
     TaskSpec(
         name="sst2", task_type=TaskType.SINGLE_CLASSIFICATION, metrics=("accuracy",), langs=("en",),
@@ -273,16 +313,30 @@ _SPECS = (
         files={"train": (f"{XD}/squad/train-v1.1.json",), "dev": (f"{XD}/squad/dev-v1.1.json",)},
         file_format="squad_json", hf_dataset=("rajpurkar/squad", None),
         hf_splits={"train": "train", "dev": "validation"},
+        hub_schema_source="dataset card of rajpurkar/squad, config plain_text: id, title, context, question "
+                          "(strings), answers {text: list of string, answer_start: list of int32}; splits train, "
+                          "validation",
     ),
     TaskSpec(
         name="squad_v2", task_type=TaskType.EXTRACTIVE_QA, metrics=("f1", "exact_match"), langs=("en",),
+        # Unanswerable questions (empty answer lists) train towards the CLS token (start = end = 0), as HF's run_qa
+        # and jiant do; `components.task_types._answer_positions`.
         files={}, file_format="squad_json", hf_dataset=("rajpurkar/squad_v2", None),
         hf_splits={"train": "train", "dev": "validation"},
+        hub_schema_source="dataset card of rajpurkar/squad_v2, config squad_v2: as rajpurkar/squad, with empty "
+                          "answers.text / answers.answer_start lists for unanswerable questions; splits train, "
+                          "validation",
     ),
     TaskSpec(
         name="hellaswag", task_type=TaskType.MULTIPLE_CHOICE, metrics=("accuracy",), langs=("en",),
-        files={}, file_format="hellaswag_jsonl", hf_dataset=("Rowan/hellaswag", None),
+        # rowanz/hellaswag's data/*.jsonl where a user has them (the bundle does not: over 4 MiB), else the Hub.
+        files={"train": ("english/hellaswag/hellaswag_train.jsonl",),
+               "dev": ("english/hellaswag/hellaswag_val.jsonl",)},
+        file_format="hellaswag_jsonl", hf_dataset=("Rowan/hellaswag", None),
         hf_splits={"train": "train", "dev": "validation"},
+        hub_schema_source="dataset card of Rowan/hellaswag (dataset_infos.json): ind int32, activity_label, ctx_a, "
+                          "ctx_b, ctx (strings), endings list of string, source_id, split, split_type (strings), label "
+                          "string ('0'-'3'; '' in test); splits train, validation, test",
     ),
     TaskSpec(
         name="commonsenseqa", task_type=TaskType.MULTIPLE_CHOICE, metrics=("accuracy",), langs=("en",),
@@ -312,10 +366,11 @@ _SPECS = (
         file_format="copa_jsonl", hf_dataset=("super_glue", "copa"), hf_splits={"train": "train", "dev": "validation"},
     ),
     TaskSpec(
-        name="ccg", task_type=TaskType.TOKEN_CLASSIFICATION, metrics=("accuracy",), langs=("en",),
-        # CCGbank is LDC-licensed: users point the data root at their own copy in CoNLL layout.
+        # jiant scores CCG supertagging by token accuracy.
+        name="ccg", task_type=TaskType.TOKEN_CLASSIFICATION, metrics=("token_accuracy", "f1"), langs=("en",),
         files={split: (f"english/ccg/{split}.tsv",) for split in ("train", "dev", "test")}, file_format="conll",
         tag_scheme="plain",
+        unobtainable="CCGbank is LDC-licensed (LDC2005T13); no public copy exists and the bundle has none",
     ),
 )
 

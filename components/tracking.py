@@ -8,24 +8,28 @@ whole mixture (its training curves, the mean selection metric) under the task na
 and `corpus/composition.json`.
 """
 
+import fcntl
 import functools
 import os
 import resource
+import signal
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import mlflow
+import psutil
 import requests
 import torch
-from mlflow.entities import Param
+from mlflow.entities import Param, RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import (MLFLOW_PARENT_RUN_ID, MLFLOW_PROJECT_ENTRY_POINT, MLFLOW_SOURCE_NAME,
                                       MLFLOW_SOURCE_TYPE)
 from transformers import TrainerCallback
 
-from components.errors import XstiltsInputError
+from components.errors import Interrupted, XstiltsInputError
 from components.settings import PROJECT_ROOT
 
 MODEL_ARTIFACT = "model"
@@ -48,12 +52,27 @@ SERVER_TRIES, SERVER_WAIT_S, SERVER_TIMEOUT_S = 3, 2.0, 5.0
 
 
 def connect() -> str:
-    """Points MLflow at the tracking store and, for a server, checks that it answers; returns the URI."""
+    """Points MLflow at the tracking store and, for a server, checks that it answers, for a SQLite store, that it
+    exists (`_create_sqlite_store`); returns the URI."""
     uri = default_tracking_uri()
     mlflow.set_tracking_uri(uri)
     if uri.startswith(("http://", "https://")):
         _check_server(uri)
+    elif uri.startswith("sqlite:///"):
+        _create_sqlite_store(uri)
     return uri
+
+
+def _create_sqlite_store(uri: str) -> None:
+    """Opens the SQLite store under an exclusive lock on `<database>.lock`: MLflow creates a new store's tables on
+    first use, and two processes doing that at once both try, and one fails with "table ... already exists". With
+    the lock, the first creates the tables and the others find them."""
+    database = uri.removeprefix("sqlite:///").partition("?")[0]  # the file, without the URI's query (`?timeout=`)
+    if database in ("", ":memory:"):
+        return
+    with open(f"{database}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        MlflowClient(uri).search_experiments(max_results=1)
 
 
 def _check_server(uri: str) -> None:
@@ -94,8 +113,9 @@ def phase_run(phase: str, params: dict, tags: dict | None = None, parent_run_id:
     """One MLflow run for one phase invocation; yields its id.
 
     Under `mlflow run` this attaches to the project's run (MLFLOW_RUN_ID), so the Trainer cannot end it. Any
-    exception ends the run FAILED before it propagates, so no run is left RUNNING. The other processes of a
-    distributed launch start no run and yield "".
+    exception ends the run FAILED before it propagates, so no run is left RUNNING; a stop by SIGTERM or SIGINT
+    (Ctrl-C) ends it KILLED (`stopped_by_signals`). The other processes of a distributed launch start no run and
+    yield "".
 
     Args:
         parent_run_id: nest the run under this run (a tuning trial under its study run), which need not be this
@@ -105,15 +125,62 @@ def phase_run(phase: str, params: dict, tags: dict | None = None, parent_run_id:
     if not is_main_process():
         yield ""
         return
-    with mlflow.start_run(nested=bool(parent_run_id)) as run:
-        if parent_run_id:
-            mlflow.set_tag(MLFLOW_PARENT_RUN_ID, parent_run_id)
-        mlflow.set_tags({f"{TAG_PREFIX}phase": phase, **{f"{TAG_PREFIX}{k}": v for k, v in (tags or {}).items()}})
-        log_params(params)
-        yield run.info.run_id
-        mlflow.log_metric("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-        if torch.cuda.is_available():  # on a GPU, the peak that limits batch size is the device's
-            mlflow.log_metric("peak_gpu_mb", torch.cuda.max_memory_allocated() / 2**20)
+    with stopped_by_signals(), mlflow.start_run(nested=bool(parent_run_id)) as run:
+        try:
+            if parent_run_id:
+                mlflow.set_tag(MLFLOW_PARENT_RUN_ID, parent_run_id)
+            mlflow.set_tags({f"{TAG_PREFIX}phase": phase, **{f"{TAG_PREFIX}{k}": v for k, v in (tags or {}).items()}})
+            log_params(params)
+            yield run.info.run_id
+            mlflow.log_metric("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            if torch.cuda.is_available():  # on a GPU, the peak that limits batch size is the device's
+                mlflow.log_metric("peak_gpu_mb", torch.cuda.max_memory_allocated() / 2**20)
+        except KeyboardInterrupt:  # stopped, not failed; `start_run` leaves a run that has ended as it is
+            if mlflow.active_run() and mlflow.active_run().info.run_id == run.info.run_id:  # not ended (pruned) yet
+                mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+            raise
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextmanager
+def stopped_by_signals() -> Iterator[None]:
+    """Within it, SIGTERM and SIGINT raise `Interrupted` (Python's own SIGINT handler raises KeyboardInterrupt, and
+    SIGTERM would end the process without a word, leaving its run RUNNING).
+
+    The first signal also goes on to the processes this one started (a study's step processes, a tuning study's
+    workers), which then end their own runs KILLED: a SIGTERM reaches this process alone, and the study would
+    otherwise wait for its running steps to finish. Later signals are ignored until the block ends, so that ending
+    the run is not cut short. Python sets signal handlers in its main thread only; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _stop)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _stop(signum: int, frame) -> None:
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, _stopping)
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.send_signal(signum)
+        except psutil.NoSuchProcess:
+            pass  # ended meanwhile
+    raise Interrupted(signum)
+
+
+def _stopping(signum: int, frame) -> None:
+    """A signal while the first one is handled does nothing (unlike SIG_IGN, which the processes started meanwhile
+    would inherit)."""
 
 
 @main_process_only
@@ -190,12 +257,12 @@ def reusable_run(experiment_id: str, cache_key: str) -> str | None:
 
 
 def create_step_run(experiment_id: str, entry: str, cache_key: str, parent_run_id: str,
-                    params: dict[str, str] | None = None) -> str:
-    """A RUNNING run for one grid step with its entry point's `params`, already carrying its cache key (so that a
-    killed study's step is found on resume) and nested under the study run (launches from worker threads have no
-    active run to take it from)."""
-    tags = {CACHE_KEY_TAG: cache_key, MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_SOURCE_TYPE: "PROJECT",
-            MLFLOW_SOURCE_NAME: str(PROJECT_ROOT), MLFLOW_PROJECT_ENTRY_POINT: entry}
+                    params: dict[str, str] | None = None, tags: dict[str, str] | None = None) -> str:
+    """A RUNNING run for one grid step with its entry point's `params` and the grid's `tags` (provenance such as
+    tuned values), already carrying its cache key (so that a killed study's step is found on resume) and nested under
+    the study run (launches from worker threads have no active run to take it from)."""
+    tags = {**(tags or {}), CACHE_KEY_TAG: cache_key, MLFLOW_PARENT_RUN_ID: parent_run_id,
+            MLFLOW_SOURCE_TYPE: "PROJECT", MLFLOW_SOURCE_NAME: str(PROJECT_ROOT), MLFLOW_PROJECT_ENTRY_POINT: entry}
     client = MlflowClient()
     run_id = client.create_run(experiment_id, tags=tags).info.run_id
     try:

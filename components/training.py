@@ -16,13 +16,14 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 
 from components.data import Example, TrainingData
 from components.errors import XstiltsInputError
-from components.models import ResolvedModel, load_pretrained
-from components.tasks import TaskSpec, get_task
+from components.models import ResolvedModel, load_pretrained, max_input_length
+from components.options import PRECISIONS, TRAINING, option_defaults
+from components.tasks import TaskSpec, TaskType, get_task
 from components.task_types import handler_for
 from components.vocabulary import TrimmedVocabulary
 
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+_DEFAULTS = option_defaults(TRAINING)
 
 
 def check_precision(precision: str) -> None:
@@ -33,34 +34,73 @@ def check_precision(precision: str) -> None:
         raise XstiltsInputError("precision fp16 needs a CUDA GPU (none is visible); use bf16 or fp32 on CPU")
 
 
+# The shortest `max_length` that leaves each text of an input room of its own. A text takes up to 2 special tokens
+# (XLM-R: `<s> A </s>`, then `</s> B </s>`; BERT fewer) and keeps at least MIN_TOKENS_PER_TEXT tokens of its own (a
+# few words). So a pair's longest-first truncation never cuts one text away (at max_length 5 an XNLI premise was cut
+# to nothing), and an extractive-QA window, whose question takes up to max_length // 2 tokens, holds more context
+# than its doc stride (max_length // 4), as the tokenizer demands: at 16 a long question makes it panic.
+SPECIAL_TOKENS_PER_TEXT = 2
+MIN_TOKENS_PER_TEXT = 8
+TWO_TEXT_TYPES = (TaskType.PAIR_CLASSIFICATION, TaskType.MULTIPLE_CHOICE, TaskType.EXTRACTIVE_QA)
+
+
+def shortest_max_length(spec: TaskSpec | None) -> int:
+    """The least `max_length` for the inputs of `spec`: 20 where an input is two texts (a pair, a context and a
+    choice, a question and a context), else 10 (one sentence, a tagged sentence, a retrieval query or candidate
+    encoded alone; None: plain text, a language adapter's)."""
+    texts = 2 if spec is not None and spec.task_type in TWO_TEXT_TYPES else 1
+    return texts * (SPECIAL_TOKENS_PER_TEXT + MIN_TOKENS_PER_TEXT)
+
+
+def check_max_length(max_length: int, model: str, specs: Sequence[TaskSpec] = ()) -> None:
+    """Raises unless `max_length` fits the inputs of every task of `specs` (none: plain text) and the position
+    embeddings of `model` (a registered name or a model folder: `components.models.max_input_length`). Reads
+    config.json at most; called before a phase starts its run, and by the study-config check."""
+    needs = ([(f"{spec.name} ({spec.task_type.value})", shortest_max_length(spec)) for spec in specs]
+             or [("plain text", shortest_max_length(None))])
+    shortest, longest = max(least for _, least in needs), max_input_length(model)
+    if not shortest <= max_length <= longest:
+        needed = ", ".join(f"{name} needs at least {least}" for name, least in needs)
+        raise XstiltsInputError(
+            f"max_length {max_length}: expected {shortest} to {longest} tokens: {needed} (each text of an input keeps "
+            f"{MIN_TOKENS_PER_TEXT} tokens beside its {SPECIAL_TOKENS_PER_TEXT} special tokens), and model {model} "
+            f"takes at most {longest} (its position embeddings)")
+
+
+def check_trained_task(spec: TaskSpec, phase: str) -> None:
+    """Raises for a task that is scored straight from an encoder (Tatoeba, BUCC): it has no training data."""
+    if spec.train_sources is None:
+        raise XstiltsInputError(
+            f"task {spec.name!r} ({spec.task_type.value}) is evaluated without task training, so the {phase} phase "
+            f"cannot train on it: the evaluate entry point scores an encoder on it (retrieval_task={spec.name}, with "
+            "encoder_run_id=<an intermediate or target run> or encoder_model=<a model>)")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyperparameters of one fine-tuning run. Names avoid the Trainer's own param names on purpose."""
+    """Hyperparameters of one fine-tuning run. Names avoid the Trainer's own param names on purpose; the defaults are
+    the training options' (`components.options`), so the CLI, the MLproject and a `TrainConfig()` agree."""
 
-    # Suits the default offline encoder with frozen word embeddings (XNLI dev-split, English select accuracy: 72.2
-    # at 1e-4 vs 61.1 at 3e-5); the reference study fine-tuned XLM-R Large at 1e-5.
-    lr: float = 1e-4
-    epochs: float = 2.0
-    batch_size: int = 32
-    max_length: int = 128
-    warmup_ratio: float = 0.1
+    lr: float = _DEFAULTS["lr"]
+    epochs: float = _DEFAULTS["epochs"]
+    batch_size: int = _DEFAULTS["batch_size"]
+    max_length: int = _DEFAULTS["max_length"]
+    warmup_ratio: float = _DEFAULTS["warmup_ratio"]
     weight_decay: float = 0.01
-    seed: int = 42
-    max_train_examples: int = 0  # 0 = all
-    # 0 = all. CPU-sized runs: PAN-X's English dev alone has 10,000 sentences, and every selection evaluation scores it.
-    max_select_examples: int = 0
-    early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 = never stop early
-    # 96M of the offline encoder's 118M parameters are word embeddings; freezing them halves the CPU step time.
-    freeze_word_embeddings: bool = True
+    seed: int = _DEFAULTS["seed"]
+    max_train_examples: int = _DEFAULTS["max_train_examples"]
+    max_select_examples: int = _DEFAULTS["max_select_examples"]
+    early_stopping_patience: int = _DEFAULTS["early_stopping_patience"]
+    freeze_word_embeddings: bool = _DEFAULTS["freeze_word_embeddings"]
     # The GPU path: autocast precision, torch's fused AdamW kernel, gradient accumulation, torch.compile.
-    precision: str = "fp32"
-    fused_adamw: bool = False
-    accumulation_steps: int = 1
-    compile_model: bool = False
+    precision: str = _DEFAULTS["precision"]
+    fused_adamw: bool = _DEFAULTS["fused_adamw"]
+    accumulation_steps: int = _DEFAULTS["accumulation_steps"]
+    compile_model: bool = _DEFAULTS["compile_model"]
     # Train on the word-embedding rows of the tokens the data uses only (components/vocabulary.py); full fine-tuning.
-    trim_vocabulary: bool = False
+    trim_vocabulary: bool = _DEFAULTS["trim_vocabulary"]
     # Selection evaluations per epoch: more than one gives early stopping and tuning's pruner points inside an epoch.
-    evals_per_epoch: int = 1
+    evals_per_epoch: int = _DEFAULTS["evals_per_epoch"]
 
     def __post_init__(self):
         for name in ("lr", "epochs", "batch_size", "max_length", "accumulation_steps", "evals_per_epoch"):

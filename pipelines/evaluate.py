@@ -3,11 +3,12 @@
 - Trained tasks: `--train-run-id`, a FINISHED `target` run whose `model/` (encoder and head) predicts. Its params
   (task, intermediate task, source language, model, method, seed) are copied so the analysis stage finds
   everything on the evaluate run.
-- Retrieval without task training (`--task tatoeba|bucc2018|lareqa|mewslix`): the encoder is the `model/` of a FINISHED
-  `intermediate` or `target` run (`--encoder-run-id`) or a base model (`--model`). Pooled hidden states of one layer,
-  then cosine nearest neighbour (Tatoeba), ratio-margin mining with a threshold from the dev gold (BUCC), or ranking of
+- Retrieval without task training (`--retrieval-task tatoeba|bucc2018|lareqa|mewslix`): the encoder is the `model/`
+  of a FINISHED `intermediate` or `target` run (`--encoder-run-id`) or a base model (`--encoder-model`). Pooled hidden
+  states of one layer, then cosine nearest neighbour (Tatoeba), ratio-margin mining with a threshold from the dev gold (BUCC), or ranking of
   the candidate pool (the dual-encoder tasks LAReQA and Mewsli-X, whose `target` runs are scored the same way).
 
+Reads: the runs and models above, and the task's evaluation data in each language (README: Data).
 Writes: metrics `eval/<task>/<lang>/<metric>` and `eval_examples/<task>/<lang>/n`, params `eval_split/<task>/<lang>`
 (the split scored in that language: test, or dev where test labels are not available) and, for trained tasks,
 `eval_split_reason/<task>/<lang>` (why; see `components.data.choose_evaluation_split`), `optimistic/<task>/<lang>`
@@ -19,6 +20,12 @@ hold, and `predictions/<task>/manifest.json` listing them (`components.predictio
 the complete test files into the XTREME submission layout).
 """
 
+from pipelines.options import command
+
+main = command("evaluate", __doc__, "pipelines.evaluate:run")
+if __name__ == "__main__":
+    main()  # before the imports below, so that --help and argument errors answer without loading torch or mlflow
+
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
@@ -26,20 +33,20 @@ from typing import Callable, Iterable
 import click
 
 from components import dual_encoder, tracking
-from components.data import EvaluationSplit, choose_evaluation_split, evaluation_set, optimistic_score_reason
+from components.data import EvaluationSplit, evaluation_sets, optimistic_score_reason
 from components.errors import XstiltsInputError
 from components.evaluation import evaluate_language
 from components.models import MODELS, ModelSpec, load_model, load_pretrained, load_tokenizer, resolve_model
+from components.options import DEFAULT_MODEL
 from components.predictions import MANIFEST, PredictionFile, manifest, prediction_file
 from components.retrieval import RETRIEVAL_TASKS, RetrievalResult, check_embedding_options, check_files, embed, \
     hidden_state_index
 from components.tasks import TASKS, TaskSpec, TaskType, get_task
 from components.task_types import handler_for
-from components.training import PRECISIONS, TrainConfig, check_precision
+from components.training import TrainConfig, check_precision
 from components.methods import METHODS, Method
-from pipelines.cli import DEFAULT_MODEL, entry_point
-from pipelines.methods import (LANG_ADAPTER_FALLBACKS, LANG_ADAPTER_PARAM, LangAdapterUse,
-                               check_lang_adapter_exclusions, lang_adapter_plan, load_adapter_task_model)
+from components.adapter_runs import (LANG_ADAPTER_PARAM, LangAdapterUse, check_lang_adapter_exclusions, lang_adapter_plan,
+                               load_adapter_task_model)
 
 COPIED_PARAMS = ("task", "model", "method", "seed", "intermediate_task", "intermediate_source_lang", "init_run_id",
                  "data_protocol", "max_length", "lang_adapter_run_id", "lang_reduction_factor", "task_reduction_factor")
@@ -48,55 +55,28 @@ DUAL_ENCODER_TASKS = tuple(name for name, spec in TASKS.items() if spec.task_typ
 RETRIEVAL_CHOICES = " | ".join((*RETRIEVAL_TASKS, *DUAL_ENCODER_TASKS))
 
 
-@click.command()
-@click.option("--train-run-id", default="", help="Trained tasks: run id of a FINISHED `target` run.")
-@click.option("--task", default="", help=f"Retrieval without task training: {RETRIEVAL_CHOICES}.")
-@click.option("--encoder-run-id", default="",
-              help="Retrieval: a FINISHED `intermediate` or `target` run whose `model/` encodes.")
-@click.option("--model", "model_name", default="",
-              help=f"Retrieval without a run id: registered name or local folder [default: {DEFAULT_MODEL}].")
-@click.option("--layer", default="",
-              help="Retrieval: index into hidden_states (0 = embeddings, -1 = last); default: the model's.")
-@click.option("--pooling", default="", help="Retrieval: mean | cls; default: the model's.")
-@click.option("--langs", default="", help="Comma-separated languages; empty = every language of the task.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--max-pairs", type=int, default=0, show_default=True,
-              help="Retrieval debug cap per language: Tatoeba pairs, BUCC gold pairs (with as many other "
-                   "sentences per side), or LAReQA/Mewsli-X queries; 0 = all.")
-@click.option("--max-examples", type=int, default=0, show_default=True,
-              help="Trained tasks, debug cap per language: score the first N evaluation examples; 0 = all. Logged as "
-                   "max_eval_examples.")
-@click.option("--lang-adapter-runs", default="",
-              help="MAD-X runs: FINISHED lang_adapter runs (comma-separated) whose adapters evaluate their languages.")
-@click.option("--lang-adapter-fallback", default="",
-              help=f"MAD-X runs, for a language without an adapter: {' | '.join(LANG_ADAPTER_FALLBACKS)} (the "
-                   "source-language adapter, or the task adapter alone); empty = such a language is an error.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-              help="Trained tasks: autocast precision of the forward passes (bf16: several times faster on CPUs with "
-                   "native bf16 and on GPUs; see BENCHMARKS.md for its effect on the metrics). Logged as "
-                   "eval_precision.")
-@entry_point
-def main(train_run_id: str, task: str, encoder_run_id: str, model_name: str, layer: str, pooling: str, langs: str,
-         batch_size: int, max_pairs: int, max_examples: int, lang_adapter_runs: str, lang_adapter_fallback: str,
-         precision: str) -> None:
-    retrieval_options = {"--task": task, "--encoder-run-id": encoder_run_id, "--model": model_name,
-                         "--layer": layer, "--pooling": pooling, "--max-pairs": max_pairs}
-    trained_options = {"--max-examples": max_examples, "--lang-adapter-runs": lang_adapter_runs,
-                       "--lang-adapter-fallback": lang_adapter_fallback,
-                       "--precision": "" if precision == "fp32" else precision}
+def run(train_run_id: str, retrieval_task: str, encoder_run_id: str, encoder_model: str, retrieval_layer: str,
+        retrieval_pooling: str, langs: str, batch_size: int, max_pairs: int, max_eval_examples: int,
+        lang_adapter_runs: str, lang_adapter_fallback: str, eval_precision: str) -> None:
+    retrieval_options = {"retrieval_task": retrieval_task, "encoder_run_id": encoder_run_id,
+                         "encoder_model": encoder_model, "retrieval_layer": retrieval_layer,
+                         "retrieval_pooling": retrieval_pooling, "max_pairs": max_pairs}
+    trained_options = {"max_eval_examples": max_eval_examples, "lang_adapter_runs": lang_adapter_runs,
+                       "lang_adapter_fallback": lang_adapter_fallback,
+                       "eval_precision": "" if eval_precision == "fp32" else eval_precision}
     if train_run_id:
         _refuse_retrieval_options(retrieval_options)
-        run_id = evaluate_trained(train_run_id, langs, batch_size, max_examples, lang_adapter_runs,
-                                  lang_adapter_fallback, precision)
+        run_id = evaluate_trained(train_run_id, langs, batch_size, max_eval_examples, lang_adapter_runs,
+                                  lang_adapter_fallback, eval_precision)
     elif any(trained_options.values()):
         given = ", ".join(name for name, value in trained_options.items() if value)
-        raise XstiltsInputError(f"{given} evaluate a trained `target` run: pass its --train-run-id")
-    elif task:
-        run_id = evaluate_retrieval(task, encoder_run_id, model_name, _layer(layer), pooling, langs, batch_size,
-                                    max_pairs)
+        raise XstiltsInputError(f"{given} evaluate a trained `target` run: pass its train_run_id")
+    elif retrieval_task:
+        run_id = evaluate_retrieval(retrieval_task, encoder_run_id, encoder_model, _layer(retrieval_layer),
+                                    retrieval_pooling, langs, batch_size, max_pairs)
     else:
-        raise XstiltsInputError(f"pass --train-run-id <target run> (trained tasks) or --task {RETRIEVAL_CHOICES} "
-                                "(retrieval without task training)")
+        raise XstiltsInputError(f"pass train_run_id=<target run> (trained tasks) or retrieval_task="
+                                f"{RETRIEVAL_CHOICES} (retrieval without task training)")
     click.echo(f"evaluate run {run_id}")
 
 
@@ -104,20 +84,20 @@ def _refuse_retrieval_options(options: dict[str, object]) -> None:
     given = [name for name, value in options.items() if value]
     if given:
         raise XstiltsInputError(
-            f"--train-run-id evaluates the task of a trained `target` run; {', '.join(given)} belong to retrieval "
-            f"without task training (--task {RETRIEVAL_CHOICES}); to evaluate a run's encoder on a retrieval task, "
-            "pass it as --encoder-run-id"
+            f"train_run_id evaluates the task of a trained `target` run; {', '.join(given)} belong to retrieval "
+            f"without task training (retrieval_task {RETRIEVAL_CHOICES}); to evaluate a run's encoder on a retrieval "
+            "task, pass it as encoder_run_id"
         )
 
 
 def _layer(text: str) -> int | None:
-    """The --layer option: "" (MLproject's default) means the model's retrieval layer."""
+    """The retrieval_layer option: "" (its default) means the model's retrieval layer."""
     if not text:
         return None
     try:
         return int(text)
     except ValueError:
-        raise XstiltsInputError(f"--layer must be an integer index into hidden_states, got {text!r}") from None
+        raise XstiltsInputError(f"retrieval_layer must be an integer index into hidden_states, got {text!r}") from None
 
 
 def _languages(spec: TaskSpec, langs: str) -> list[str]:
@@ -136,20 +116,26 @@ def evaluate_trained(train_run_id: str, langs: str, batch_size: int, max_example
     """Scores a `target` run's model in each language of its task; returns the evaluate run's id.
 
     A run of an adapter method is loaded as its base model with its task adapter and head; with language adapters,
-    each language is scored on `Stack(<its adapter>, task)` (see `pipelines.methods.lang_adapter_plan`).
+    each language is scored on `Stack(<its adapter>, task)` (see `components.adapter_runs.lang_adapter_plan`).
     """
     check_precision(precision)
     upstream = tracking.finished_run(train_run_id, "target").data.params
     spec = get_task(upstream["task"])
     languages = _languages(spec, langs)
     if max_examples < 0:
-        raise XstiltsInputError(f"--max-examples must be 0 (all) or a positive cap, got {max_examples}")
+        raise XstiltsInputError(f"max_eval_examples must be 0 (all) or a positive cap, got {max_examples}")
     handler = handler_for(spec)
     method = METHODS[upstream.get("method", "full")]
     plan = _lang_adapter_plan(method, upstream, languages, lang_adapter_runs, lang_adapter_fallback, max_examples)
     copied = {key: upstream[key] for key in COPIED_PARAMS if key in upstream}
     params = {**copied, "train_run_id": train_run_id, "langs": ",".join(languages), "max_eval_examples": max_examples,
               "eval_precision": precision, **handler.evaluation_params(int(upstream["max_length"]))}
+    # Every language's data is read before the run starts, so that all languages without it are named at once.
+    if spec.task_type is TaskType.DUAL_ENCODER_RETRIEVAL:
+        score = _dual_encoder_scorer(dual_encoder.load_retrieval_data(spec, languages, max_examples or None))
+    else:
+        evaluated = {lang: found.first(max_examples)
+                     for lang, found in evaluation_sets(spec, upstream["data_protocol"], languages).items()}
     with tracking.phase_run("evaluate", params, tags={"task": spec.name}) as run_id:
         if method.adapters:
             tracking.log_params({tracking.language_param_key(LANG_ADAPTER_PARAM, spec.name, lang): use.described
@@ -167,28 +153,24 @@ def evaluate_trained(train_run_id: str, langs: str, batch_size: int, max_example
             options = {"layer": hidden_state_index(model.encoder, -1), "pooling": dual_encoder.POOLING, "prefix": "",
                        "batch_size": batch_size, "max_length": int(upstream["max_length"])}
             tracking.log_params({key: options[key] for key in ("layer", "pooling", "prefix")})
-            score = _dual_encoder_scorer(dual_encoder.load_retrieval_data(spec, languages, max_examples or None))
             _log_retrieval_results(spec.name, score(model.encoder, tokenizer, options))
             return run_id
         labels = tuple(model.config.id2label[index] for index in range(model.config.num_labels))
-        # Decided for every language before any is scored, so that a language without labeled data fails at once.
-        _log_evaluation_splits(spec.name, {lang: choose_evaluation_split(spec, upstream["data_protocol"], lang)
-                                           for lang in languages})
+        _log_evaluation_splits(spec.name, {lang: found.choice for lang, found in evaluated.items()})
         select_holdout = int(upstream.get("select_holdout", 0))
         tracking.log_params({tracking.language_param_key(tracking.OPTIMISTIC, spec.name, lang): reason
                              for lang in languages
                              if (reason := optimistic_score_reason(spec, upstream["data_protocol"], lang,
                                                                    select_holdout))})
         written = []
-        for lang in languages:
-            evaluated = evaluation_set(spec, upstream["data_protocol"], lang).first(max_examples)
+        for lang, found in evaluated.items():
             use_language(lang)
-            result = evaluate_language(spec, model, tokenizer, evaluated.examples, labels,
+            result = evaluate_language(spec, model, tokenizer, found.examples, labels,
                                        int(upstream["max_length"]), batch_size, precision)
             tracking.log_language_metrics("eval", spec.name, lang, result.metrics)
             tracking.log_language_metrics("eval_examples", spec.name, lang, {"n": result.n_examples})
-            written.append(prediction_file(lang, evaluated.choice.split, handler.prediction_extension,
-                                           result.prediction_file, evaluated.indices, evaluated.split_size))
+            written.append(prediction_file(lang, found.choice.split, handler.prediction_extension,
+                                           result.prediction_file, found.indices, found.split_size))
             _log_prediction_files(spec.name, written)
             _echo_metrics(spec.name, lang, result.metrics)
     return run_id
@@ -217,7 +199,7 @@ def _lang_adapter_plan(method: Method, run_params: dict, languages: list[str], r
     """The language adapter of each language for a `method` run (none unless it stacks on language adapters), each
     checked to have left out what the evaluation scores in its language."""
     if not method.lang_adapters:
-        given = [name for name, value in (("--lang-adapter-runs", run_ids), ("--lang-adapter-fallback", fallback))
+        given = [name for name, value in (("lang_adapter_runs", run_ids), ("lang_adapter_fallback", fallback))
                  if value]
         if given:
             raise XstiltsInputError(f"{', '.join(given)}: the run's method {method.name} uses no language adapters")
@@ -240,12 +222,13 @@ def evaluate_retrieval(task: str, encoder_run_id: str, model_name: str, layer: i
     """
     spec = get_task(task)
     if spec.name not in RETRIEVAL_TASKS and spec.name not in DUAL_ENCODER_TASKS:
-        raise XstiltsInputError(f"task {spec.name!r} is evaluated from a trained model: pass --train-run-id of its "
-                                f"`target` run (--task is for retrieval without task training: {RETRIEVAL_CHOICES})")
+        raise XstiltsInputError(f"task {spec.name!r} is evaluated from a trained model: pass train_run_id of its "
+                                f"`target` run (retrieval_task is for retrieval without task training: "
+                                f"{RETRIEVAL_CHOICES})")
     if encoder_run_id and model_name:
-        raise XstiltsInputError("pass --encoder-run-id or --model, not both: the run's `model/` is the encoder")
+        raise XstiltsInputError("pass encoder_run_id or encoder_model, not both: the run's `model/` is the encoder")
     if max_pairs < 0:
-        raise XstiltsInputError(f"--max-pairs must be 0 (all) or a positive cap, got {max_pairs}")
+        raise XstiltsInputError(f"max_pairs must be 0 (all) or a positive cap, got {max_pairs}")
     languages = _languages(spec, langs)
     score = _retrieval_scorer(spec, languages, max_pairs or None)
     model, tokenizer, params, base = _load_encoder(encoder_run_id, model_name)
@@ -307,7 +290,7 @@ def _encoder_run(run_id: str):
     try:
         return tracking.finished_run(run_id, *ENCODER_PHASES)
     except XstiltsInputError as error:
-        raise XstiltsInputError(f"--encoder-run-id {run_id}: expected a FINISHED `intermediate` or `target` run; "
+        raise XstiltsInputError(f"encoder_run_id {run_id}: expected a FINISHED `intermediate` or `target` run; "
                                 f"{error}") from None
 
 
@@ -345,7 +328,3 @@ def _log_retrieval_results(task: str, results: Iterable[tuple[str, RetrievalResu
             written.append(file)
             _log_prediction_files(task, written)
         _echo_metrics(task, lang, result.metrics)
-
-
-if __name__ == "__main__":
-    main()

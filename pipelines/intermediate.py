@@ -7,63 +7,61 @@ intermediate-task adapter stacked on the source language's adapter (a `lang_adap
 `adapters/task_<task>/` and `heads/task_<task>/`, which a `target` run of method adapter_stilts continues.
 """
 
+from pipelines.options import command, echo_run
+
+main = command("intermediate", __doc__, "pipelines.intermediate:run")
+if __name__ == "__main__":
+    main()  # before the imports below, so that --help and argument errors answer without loading torch or mlflow
+
 import tempfile
 from pathlib import Path
-
-import click
 
 from components import tracking
 from components.errors import XstiltsInputError
 from components.models import load_tokenizer, resolve_model
 from components.multitask import load_mixture, train_multitask
-from components.training import TrainConfig
-from pipelines.cli import (echo_run, entry_point, log_trained_model, run_training_phase, train_options,
-                           training_params)
-from pipelines.methods import MethodChoice, method_options
+from components.tasks import get_task
+from components.training import TrainConfig, check_max_length, check_trained_task
+from pipelines.cli import log_trained_model, run_training_phase, training_params
+from components.adapter_runs import MethodChoice
 
 
-@click.command()
-@click.option("--task", default="anli", show_default=True,
-              help="Intermediate task (registry name), or several separated by commas for multi-task training.")
-@click.option("--source-lang", default="en", show_default=True, help="Language of the intermediate tasks' data.")
-@click.option("--task-size-cap", type=int, default=0, show_default=True,
-              help="Multi-task: a task's sampling weight is min(its training-set size, N) (examples-proportional "
-                   "mixing with a cap); 0 = no cap.")
-@train_options
-@method_options
-@entry_point
-def main(task: str, source_lang: str, task_size_cap: int, method_name: str, lang_adapter_run_id: str,
-         task_reduction_factor: float, **options) -> None:
+def run(task: str, source_lang: str, task_size_cap: int, method: str, lang_adapter_run_id: str,
+        task_reduction_factor: float, **options) -> None:
     names = [name.strip() for name in task.split(",")]
-    method = MethodChoice.from_options("intermediate", method_name, lang_adapter_run_id, task_reduction_factor)
-    if len(names) > 1 and method.method.adapters:
-        raise XstiltsInputError(f"method {method.method.name} trains one intermediate-task adapter; multi-task "
+    choice = MethodChoice.from_options("intermediate", method, lang_adapter_run_id, task_reduction_factor)
+    if len(names) > 1 and choice.method.adapters:
+        raise XstiltsInputError(f"method {choice.method.name} trains one intermediate-task adapter; multi-task "
                                 "training (several tasks) is method full")
     if len(names) > 1:
         run_id = run_multitask_phase(names, source_lang, task_size_cap, **options)
     elif task_size_cap:
-        raise XstiltsInputError(f"--task-size-cap {task_size_cap} weighs the tasks of a multi-task run; to cap the "
-                                "training examples of one task, use --max-train-examples")
+        raise XstiltsInputError(f"task_size_cap {task_size_cap} weighs the tasks of a multi-task run; to cap the "
+                                "training examples of one task, use max_train_examples")
     else:
         run_id = run_training_phase("intermediate", names[0], source_lang, init_run_id="", hand_on_encoder_only=True,
-                                    method=method, **options)
+                                    method=choice, **options)
     echo_run("intermediate", run_id)
 
 
-def run_multitask_phase(names: list[str], source_lang: str, task_size_cap: int, model_name: str, protocol: str,
-                        train_source: str, select_holdout: int, **config_values) -> str:
+def run_multitask_phase(names: list[str], source_lang: str, task_size_cap: int, model: str, protocol: str,
+                        train_source_override: str, select_holdout: int, **config_values) -> str:
     """Trains one encoder on the tasks `names` at once; logs it as `model/`, as a one-task run does; returns the run id.
 
     The task list is checked inside the run, so a bad one leaves a FAILED run with its params.
     """
-    resolved = resolve_model(model_name)
+    resolved = resolve_model(model)
     config = TrainConfig(**config_values)
     task = ",".join(names)
     params = training_params(task, source_lang, resolved, config, init_run_id="", task_size_cap=task_size_cap)
     with tracking.phase_run("intermediate", params, tags={"task": task}) as run_id:
-        if train_source or select_holdout:
-            raise XstiltsInputError("--train-source and --select-holdout apply to one task; a multi-task run trains "
-                                    "and selects each task on its registry data")
+        if train_source_override or select_holdout:
+            raise XstiltsInputError("train_source_override and select_holdout apply to one task; a multi-task run "
+                                    "trains and selects each task on its registry data")
+        specs = [get_task(name) for name in names]
+        for spec in specs:
+            check_trained_task(spec, "intermediate")
+        check_max_length(config.max_length, model, specs)
         tokenizer = load_tokenizer(resolved)
         mixture = load_mixture(names, protocol, source_lang, tokenizer, config, task_size_cap)
         tracking.log_params(mixture.params())
@@ -72,7 +70,3 @@ def run_multitask_phase(names: list[str], source_lang: str, task_size_cap: int, 
                                      callbacks=[tracking.MetricsCallback(tracking.MULTITASK, source_lang)])
             log_trained_model(result.model.encoder, tokenizer, result, Path(work_dir))
     return run_id
-
-
-if __name__ == "__main__":
-    main()

@@ -7,6 +7,12 @@ RUNNING by a killed study are marked FAILED and redone, and so is the killed stu
 the counts `grid/{done,cached,failed,blocked,remaining}` as metrics of the parent run.
 """
 
+from pipelines.options import command
+
+main = command("main", __doc__, "pipelines.main:run")
+if __name__ == "__main__":
+    main()  # before the imports below, so that --help and argument errors answer without loading torch or mlflow
+
 import hashlib
 import json
 import os
@@ -16,39 +22,28 @@ from pathlib import Path
 
 import click
 import mlflow
-import yaml
 from mlflow.exceptions import ExecutionException
 
 from components import tracking
 from components.errors import XstiltsInputError
 from components.grid import Grid, Step, StepRef, cache_key, code_version, expand, read_config
+from components.options import logged_defaults, parameter_names
 from components.settings import PROJECT_ROOT
-from pipelines.cli import entry_point
 
 STEP_ENTRIES = ("lang_adapter", "intermediate", "target", "evaluate")
 STATUSES = ("done", "cached", "failed", "blocked")
 SERVERLESS_STORES = ("sqlite:", "file:", "/")
 
 
-def entry_point_defaults(entry: str) -> dict[str, str]:
-    """The parameters the MLproject declares for `entry`, with their defaults ("" for a required one)."""
-    project = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text(encoding="utf-8"))
-    return {name: str(declared.get("default", "")) for name, declared in
-            project["entry_points"][entry]["parameters"].items()}
-
-
-def entry_point_parameters(entry: str) -> set[str]:
-    """The parameters the MLproject declares for `entry`."""
-    return set(entry_point_defaults(entry))
-
-
-def launch(entry: str, parameters: dict[str, str], key: str, parent_run_id: str, experiment_id: str) -> str:
+def launch(entry: str, parameters: dict[str, str], key: str, parent_run_id: str, experiment_id: str,
+           tags: dict[str, str] | None = None) -> str:
     """Runs one entry point to its end in a step run created here; returns its run id, or raises naming the failed
     run. Synchronous with a given run: MLflow starts the entry point's own process only (the asynchronous mode starts
     an `mlflow run` process around it, seconds per step). MLflow logs a project's parameters only in runs it creates
-    itself, so the step run gets them here, defaults filled in as `mlflow run` would."""
+    itself, so the step run gets them here, defaults filled in as `mlflow run` would; `tags` are the grid's
+    provenance for the step (where its tuned values came from)."""
     run_id = tracking.create_step_run(experiment_id, entry, key, parent_run_id,
-                                      {**entry_point_defaults(entry), **parameters})
+                                      {**logged_defaults(entry), **parameters}, tags)
     try:
         mlflow.projects.run(uri=str(PROJECT_ROOT), entry_point=entry, env_manager="local", parameters=parameters,
                             experiment_id=experiment_id, run_id=run_id, synchronous=True)
@@ -81,7 +76,7 @@ class GridRun:
             cached = tracking.reusable_run(self.experiment_id, key)
             if cached:
                 return "cached", cached
-        return "done", launch(step.entry, params, key, self.parent_run_id, self.experiment_id)
+        return "done", launch(step.entry, params, key, self.parent_run_id, self.experiment_id, step.tags)
 
     def run(self, workers: int) -> None:
         for level in self.grid.levels():
@@ -93,8 +88,12 @@ class GridRun:
                     self._record(step, "blocked", "", 0.0, "an upstream step failed")
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 started = {pool.submit(self._timed, step): step for step in runnable}
-                for future in as_completed(started):
-                    self._record(started[future], *future.result())
+                try:
+                    for future in as_completed(started):
+                        self._record(started[future], *future.result())
+                except KeyboardInterrupt:  # a stopped study starts no more steps; the running ones got the signal
+                    pool.shutdown(cancel_futures=True)
+                    raise
 
     def _timed(self, step: Step) -> tuple[str, str, float, str]:
         start = time.monotonic()
@@ -121,11 +120,11 @@ class GridRun:
 
 def check_workers(workers: int) -> None:
     if workers < 1:
-        raise XstiltsInputError(f"--workers must be at least 1, got {workers}")
+        raise XstiltsInputError(f"workers must be at least 1, got {workers}")
     uri = tracking.default_tracking_uri()
     if workers > 1 and uri.startswith(SERVERLESS_STORES):
         raise XstiltsInputError(
-            f"--workers {workers} needs a tracking server that serialises the writers, not the store {uri}: start one "
+            f"workers {workers} needs a tracking server that serialises the writers, not the store {uri}: start one "
             "with scripts/tracking_server.sh and set MLFLOW_TRACKING_URI to its http:// address")
 
 
@@ -138,21 +137,14 @@ def step_cpu_threads(workers: int, environ: dict[str, str], cpu_count: int) -> d
     return {"OMP_NUM_THREADS": str(max(1, cpu_count // workers))}
 
 
-@click.command()
-@click.option("--config", "config_path", default=str(PROJECT_ROOT / "configs" / "demo.yaml"), show_default=True)
-@click.option("--workers", type=int, default=1, show_default=True,
-              help="Steps run at once when they do not depend on each other (needs a tracking server if > 1).")
-@click.option("--force", default="", help="Rerun these entry points' steps even when cached: comma-separated "
-                                          f"{', '.join(STEP_ENTRIES)}, or all.")
-@entry_point
-def main(config_path: str, workers: int, force: str) -> None:
-    path = Path(config_path)
-    config = read_config(path, {entry: entry_point_parameters(entry) for entry in STEP_ENTRIES})
+def run(config: str, workers: int, force: str) -> None:
+    path = Path(config)
+    config = read_config(path, {entry: parameter_names(entry) for entry in STEP_ENTRIES})
     grid = expand(config)
     forced = {entry.strip() for entry in force.split(",") if entry.strip()}
     unknown = sorted(forced - {*STEP_ENTRIES, "all"})
     if unknown:
-        raise XstiltsInputError(f"--force {', '.join(unknown)}: expected entry points ({', '.join(STEP_ENTRIES)}) or all")
+        raise XstiltsInputError(f"force {', '.join(unknown)}: expected entry points ({', '.join(STEP_ENTRIES)}) or all")
     check_workers(workers)
     os.environ.update(step_cpu_threads(workers, dict(os.environ), os.cpu_count() or 1))
     for reason in grid.skipped:
@@ -177,7 +169,3 @@ def main(config_path: str, workers: int, force: str) -> None:
             raise XstiltsInputError(f"{counts['failed']} step(s) failed and {counts['blocked']} were blocked by them "
                                     "(see the lines above); rerun the same command to resume: finished steps are "
                                     "reused")
-
-
-if __name__ == "__main__":
-    main()

@@ -13,6 +13,12 @@ A worker that joins an existing study (same name and storage) logs a worker run 
 the study run.
 """
 
+from pipelines.options import command
+
+main = command("tune", __doc__, "pipelines.tune:run")
+if __name__ == "__main__":
+    main()  # before the imports below, so that --help and argument errors answer without loading torch or mlflow
+
 import math
 import os
 import subprocess
@@ -28,55 +34,34 @@ from components.methods import get_method
 from components.models import resolve_model
 from components.settings import PROJECT_ROOT
 from components.tasks import get_task
-from pipelines.cli import ZERO_SHOT_SOURCE_LANG, entry_point
+from components.training import check_max_length, check_trained_task
+from pipelines.cli import ZERO_SHOT_SOURCE_LANG
 from pipelines.target import main as target_command, train_target
-from tuning.best_params import DEFAULT_DIR, cell_key, intermediate_label, model_label
+from tuning.best_params import cell_key, intermediate_label, model_label
 from tuning.results import finish, trials_table
 from tuning.space import read_space
 from tuning.storage import open_storage, worker_id
-from tuning.study import (PRUNERS, DeadWorkerTrials, StudyPlan, Worker, create_or_join, queue_budget,
-                          study_run_of)
+from tuning.study import DeadWorkerTrials, StudyPlan, Worker, create_or_join, queue_budget, study_run_of
 from tuning.trial import run_trial
 
 # `target` options that define a study's cell (task, init, model, method), its data or its replicate: never sampled.
-FIXED_PER_STUDY = ("task", "init_run_id", "model_name", "method_name", "protocol", "seed", "max_train_examples",
-                   "max_select_examples", "train_source", "select_holdout")
+FIXED_PER_STUDY = ("task", "init_run_id", "model", "method", "protocol", "seed", "max_train_examples",
+                   "max_select_examples", "train_source_override", "select_holdout")
 DEFAULT_SPACES = {False: PROJECT_ROOT / "configs" / "tune" / "full.yaml",
                   True: PROJECT_ROOT / "configs" / "tune" / "adapters.yaml"}
 
 
-@click.command()
-@click.option("--space", default="", help="Search space: a YAML file, or YAML text such as "
-              "'{lr: {low: 1.0e-5, high: 1.0e-3, log: true}}'; empty = configs/tune/full.yaml, or "
-              "configs/tune/adapters.yaml for adapter methods.")
-@click.option("--n-trials", type=int, default=20, show_default=True, help="The study's trial budget, all workers.")
-@click.option("--time-budget-s", type=int, default=0, show_default=True,
-              help="This worker starts no trial after this many seconds; 0 = no limit. Unrun trials stay queued.")
-@click.option("--study-name", default="", help="Workers with the same name and storage share the study; empty = "
-              "<task>.<method>.<model>.<intermediate>.")
-@click.option("--storage", default="", help="Empty = the journal file outputs/optuna/journal.log (several "
-              "processes on one machine); a journal file path; or a database URL for many machines "
-              "(postgresql+psycopg://user@host/db). sqlite:/// serves one worker only.")
-@click.option("--workers", type=int, default=1, show_default=True,
-              help="Worker processes this command runs on this machine (itself included).")
-@click.option("--sampler-seed", type=int, default=0, show_default=True)
-@click.option("--pruner", type=click.Choice(sorted(PRUNERS)), default="median", show_default=True,
-              help="Prunes on the English-dev evaluations (see --evals-per-epoch).")
-@click.option("--heartbeat-s", type=int, default=60, show_default=True,
-              help="Database storages: a running trial's heartbeat interval; a trial without a beat for three "
-                   "intervals is failed and retried.")
-@click.option("--best-params-dir", default=str(DEFAULT_DIR), show_default=True,
-              help="Where the cell's YAML of tuned values is written (the grid reads it).")
-@entry_point
-def main(space: str, n_trials: int, time_budget_s: int, study_name: str, storage: str, workers: int,
-         sampler_seed: int, pruner: str, heartbeat_s: int, best_params_dir: str, **options) -> None:
-    for name, value, least in (("--n-trials", n_trials, 1), ("--workers", workers, 1),
-                               ("--heartbeat-s", heartbeat_s, 1), ("--time-budget-s", time_budget_s, 0)):
+def run(space: str, n_trials: int, time_budget_s: int, study_name: str, storage: str, workers: int,
+        sampler_seed: int, pruner: str, heartbeat_s: int, best_params_dir: str, **options) -> None:
+    for name, value, least in (("n_trials", n_trials, 1), ("workers", workers, 1),
+                               ("heartbeat_s", heartbeat_s, 1), ("time_budget_s", time_budget_s, 0)):
         if value < least:
             raise XstiltsInputError(f"{name} must be at least {least}, got {value}")
-    task, method = get_task(options["task"]), get_method(options["method_name"], "target")
+    task, method = get_task(options["task"]), get_method(options["method"], "target")
+    check_trained_task(task, "target")
+    check_max_length(options["max_length"], options["model"], [task])  # before the study run, not in each trial
     search = read_space(space or str(DEFAULT_SPACES[method.adapters]), tunable_options(), fixed_option_names())
-    cell = {"task": task.name, "method": method.name, "model": model_label(resolve_model(options["model_name"]).name),
+    cell = {"task": task.name, "method": method.name, "model": model_label(resolve_model(options["model"]).name),
             "intermediate": intermediate_of(options["init_run_id"])}
     plan = StudyPlan(study_name or cell_key(**cell), cell,
                      tracking.metric_key("select", task.name, ZERO_SHOT_SOURCE_LANG, task.headline_metric),
@@ -123,9 +108,8 @@ def tunable_options() -> dict[str, click.ParamType]:
 
 
 def fixed_option_names() -> tuple[str, ...]:
-    """The fixed options as a space might name them: by parameter name (`model_name`) or flag (`model`)."""
-    fixed = [param for param in target_command.params if param.name in FIXED_PER_STUDY]
-    return tuple({*(param.name for param in fixed), *(param.opts[0].lstrip("-").replace("-", "_") for param in fixed)})
+    """The fixed options by name, as a space would name them."""
+    return tuple(param.name for param in target_command.params if param.name in FIXED_PER_STUDY)
 
 
 def intermediate_of(init_run_id: str) -> str:
@@ -151,10 +135,3 @@ def worker_environment() -> dict[str, str]:
     meaning because the working directory stays)."""
     path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]))
     return {**os.environ, "PYTHONPATH": path}
-
-
-# Every `target` option is a `tune` option too: the fixed value of each trial, or a space's default.
-main.params[:0] = target_command.params
-
-if __name__ == "__main__":
-    main()

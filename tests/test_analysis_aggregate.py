@@ -345,7 +345,7 @@ def test_in_sample_bucc_is_left_out_of_the_xtreme_scores_unless_asked_for():
     assert (bucc["avg"], bucc["optimistic"]) == (pytest.approx(10), f"de,fr,ru,zh: {IN_SAMPLE}")
     assert row(analysis.optimistic, target_task="bucc2018")["langs"] == "de,fr,ru,zh"
     assert f"full · m · none × bucc2018: optimistic in de,fr,ru,zh ({IN_SAMPLE}): labelled; left out of the " \
-           "benchmark scores (--include-optimistic keeps them)" in analysis.notes
+           "benchmark scores (include_optimistic keeps them)" in analysis.notes
 
     included = analyse(tidy(*runs_with_in_sample_bucc()), NO_DISTANCES,
                        Settings(low_resource_langs=("sw",), include_optimistic=True)).benchmark_scores
@@ -390,7 +390,7 @@ def test_a_group_whose_every_score_is_optimistic_is_not_computed():
                         NO_DISTANCES, SETTINGS).benchmark_scores
     retrieval = row(every_one, benchmark="XTREME", qa_variant="f1", group="retrieval")
     assert math.isnan(retrieval["score"]) and retrieval["tasks"] == ""
-    assert retrieval["note"] == "not computed: every task's scores are optimistic (--include-optimistic keeps them)"
+    assert retrieval["note"] == "not computed: every task's scores are optimistic (include_optimistic keeps them)"
 
 
 def test_seed_none_and_numbered_seeds_in_one_configuration_are_refused_with_the_reason():
@@ -402,7 +402,7 @@ def test_seed_none_and_numbered_seeds_in_one_configuration_are_refused_with_the_
     analysis = analyse(tidy(*mixed), NO_DISTANCES, SETTINGS)
     assert "full · m · none × tatoeba: runs with seed none (deterministic, e.g. retrieval straight from an " \
            "encoder) and with seed(s) 1: two different models under one configuration: refused, in no score, " \
-           "average or gain (tell them apart with --tags or --parent-run-id)" in analysis.notes
+           "average or gain (tell them apart with tags or parent_run_id)" in analysis.notes
     assert set(analysis.per_language["intermediate_task"]) == set(analysis.coverage["intermediate_task"]) == {"anli"}
     anli = row(analysis.task_averages, target_task="tatoeba")
     assert (anli["avg"], anli["n_seeds"], anli["note"]) == (pytest.approx((44 + 46) / 2), 2, "")

@@ -142,7 +142,7 @@ def test_evaluate_marks_the_english_score_on_the_selection_set(tracking_store, t
                                      "--max-select-examples", "20"])
     assert code == 0, out
     code, out = invoke(evaluate.main, ["--train-run-id", run_id_of(out, "target"), "--langs", "en,wo",
-                                       "--max-examples", "10"])
+                                       "--max-eval-examples", "10"])
     assert code == 0, out
     params = MlflowClient().get_run(run_id_of(out, "evaluate")).data.params
     assert params["optimistic/udpos/en"] == SELECTED_ON_SCORED_SPLIT and "optimistic/udpos/wo" not in params

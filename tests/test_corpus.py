@@ -75,9 +75,9 @@ def test_no_text_is_one_clear_error(lang, message):
 def test_bad_options_are_refused():
     with pytest.raises(XstiltsInputError, match="unknown task"):
         studied_tasks("panx,nosuchtask")
-    with pytest.raises(XstiltsInputError, match="--text-source 'wikipedia'"):
+    with pytest.raises(XstiltsInputError, match="text_source 'wikipedia'"):
         build_corpus("sw", "wikipedia", ())
-    with pytest.raises(XstiltsInputError, match="pass --max-texts"):
+    with pytest.raises(XstiltsInputError, match="pass max_texts"):
         build_corpus("sw", "hf:wikimedia/wikipedia:20231101.{lang}", ())
 
 
@@ -161,6 +161,6 @@ def test_the_record_names_each_protocol_resolved_per_task_and_reads_back():
 
 def test_protocol_lists_are_checked():
     assert evaluation_protocols("auto, standard,auto") == ("auto", "standard")
-    with pytest.raises(XstiltsInputError, match="--protocol 'sometimes': expected auto or protocols separated by "
+    with pytest.raises(XstiltsInputError, match="protocol 'sometimes': expected auto or protocols separated by "
                                                 "commas"):
         evaluation_protocols("sometimes")

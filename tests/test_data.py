@@ -367,9 +367,9 @@ def test_mlqa_on_a_train_source_selects_on_its_english_dev():
 
 
 @pytest.mark.parametrize("task, protocol, options, message", [
-    ("xquad", "standard", {"train_source": "xnli"}, "--train-source xnli is a pair_classification task; xquad"),
+    ("xquad", "standard", {"train_source": "xnli"}, "train_source_override xnli is a pair_classification task; xquad"),
     ("xquad", "standard", {"train_source": "tydiqa", "select_holdout": 3696}, r"expected 1 to 3695"),
-    ("xquad", "standard", {"train_source": "tydiqa", "select_holdout": -1}, r"--select-holdout -1"),
+    ("xquad", "standard", {"train_source": "tydiqa", "select_holdout": -1}, r"select_holdout -1"),
     ("xnli", "dev-split", {"select_holdout": 10}, "apply to the standard and target-dev protocols"),
     ("xquad", "standard", {"train_source": "nosuchtask"}, "unknown task 'nosuchtask'"),
 ])
@@ -380,7 +380,7 @@ def test_impossible_data_options(task, protocol, options, message):
 
 def test_missing_english_dev_points_at_select_holdout(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    with pytest.raises(XstiltsInputError, match="cannot load xquad dev .* pass --select-holdout N"):
+    with pytest.raises(XstiltsInputError, match="cannot load xquad dev .* pass select_holdout=N"):
         training_stages(XQUAD, "standard", "en", train_source="tydiqa")
 
 

@@ -75,7 +75,7 @@ def test_evaluate_scores_the_files_it_writes(tiny_chain):
 
 def test_evaluate_in_bf16_logs_its_precision_and_scores_its_own_predictions(tiny_chain):
     target_id, fp32_id = tiny_chain[1:]
-    code, out = invoke(evaluate.main, ["--train-run-id", target_id, "--langs", "de", "--precision", "bf16"])
+    code, out = invoke(evaluate.main, ["--train-run-id", target_id, "--langs", "de", "--eval-precision", "bf16"])
     assert code == 0, out
     client = MlflowClient()
     bf16 = client.get_run(run_id_of(out, "evaluate"))
@@ -90,8 +90,8 @@ def test_evaluate_in_bf16_logs_its_precision_and_scores_its_own_predictions(tiny
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--task", "tatoeba", "--precision", "bf16"], "--precision evaluate a trained `target` run"),
-    (["--train-run-id", "0123456789abcdef", "--precision", "fp16"], "precision fp16 needs a CUDA GPU"),
+    (["--retrieval-task", "tatoeba", "--eval-precision", "bf16"], "eval_precision evaluate a trained `target` run"),
+    (["--train-run-id", "0123456789abcdef", "--eval-precision", "fp16"], "precision fp16 needs a CUDA GPU"),
 ])
 def test_evaluate_precision_bad_input(tracking_store, args, message):
     code, out = invoke(evaluate.main, args)
@@ -182,7 +182,6 @@ def assert_clean_failure(code, out, message):
 @pytest.mark.parametrize("args, message", [
     (["--task", "xnlii"], "unknown task 'xnlii'"),
     (["--model", "xlm-roberta-huge"], "unknown model 'xlm-roberta-huge'"),
-    (["--protocol", "sometimes"], "unknown protocol 'sometimes'"),
     (["--task", "pawsx", "--protocol", "standard"], "pawsx/train-en.tsv"),
 ])
 def test_target_bad_input(tracking_store, tiny_model_dir, args, message):

@@ -13,12 +13,13 @@ from transformers import AutoTokenizer
 from components.grid import expand, read_config
 from components.models import load_model, load_tokenizer, resolve_model
 from components.settings import DATA_ROOT_ENV, PROJECT_ROOT, data_root
+from components.options import parameter_names
 from components.multitask import MultiTaskModel, TaskBatchSampler, TaskCollator, load_mixture, mixing_weights
 from components.tasks import get_task
 from components.task_types import handler_for
 from components.training import TrainConfig, load_task_model
 from pipelines import intermediate, target
-from pipelines.main import STEP_ENTRIES, entry_point_parameters
+from pipelines.main import STEP_ENTRIES
 
 FAST = ["--epochs", "1", "--batch-size", "16", "--max-length", "64"]
 
@@ -197,7 +198,7 @@ def test_bad_task_lists_fail_the_run_with_one_clear_error(tracking_store, tiny_m
         (["--task", "xnli,copa", "--source-lang", "de"], "unknown language 'de' for task 'copa'"),
         (["--task", "copa,xcopa"], r"task 'xcopa' trains in stages \(siqa, xcopa\)"),
         (["--task", "xnli,copa", "--task-size-cap", "-1"], "task_size_cap must be >= 0"),
-        (["--task", "xnli,copa", "--select-holdout", "5"], "--select-holdout apply to one task"),
+        (["--task", "xnli,copa", "--select-holdout", "5"], "select_holdout apply to one task"),
     ]
     for number, (args, message) in enumerate(cases, start=1):
         code, out = invoke(intermediate.main, ["--model", str(tiny_model_dir), "--protocol", "standard", *FAST, *args])
@@ -207,11 +208,11 @@ def test_bad_task_lists_fail_the_run_with_one_clear_error(tracking_store, tiny_m
 
 
 def test_main_configs_and_the_mlproject_pass_the_task_list_and_the_cap(tmp_path):
-    assert {"task", "task_size_cap"} <= entry_point_parameters("intermediate")
+    assert {"task", "task_size_cap"} <= parameter_names("intermediate")
     assert "--task-size-cap {task_size_cap}" in (PROJECT_ROOT / "MLproject").read_text(encoding="utf-8")
     config = tmp_path / "study.yaml"
     config.write_text("seeds: [1]\nmethods: [full]\nintermediate:\n  - task: anli,sst2,siqa\n    task_size_cap: 5000\n"
                       "targets: [{task: xnli}]\n", encoding="utf-8")
-    declared = {entry: entry_point_parameters(entry) for entry in STEP_ENTRIES}
+    declared = {entry: parameter_names(entry) for entry in STEP_ENTRIES}
     (step,) = [step for step in expand(read_config(config, declared)).steps if step.entry == "intermediate"]
     assert (step.params["task"], step.params["task_size_cap"]) == ("anli,sst2,siqa", 5000)

@@ -112,6 +112,21 @@ def test_scorer_follows_the_task_spec(task, exact_match, f1):
     assert metrics == pytest.approx({"exact_match": exact_match, "f1": f1})
 
 
+UNANSWERABLE = {**EXAMPLE, "id": "q2", "answers": {"text": [], "answer_start": []}}  # SQuAD v2 on the Hub
+
+
+def test_an_unanswerable_question_trains_towards_the_cls_token_in_every_window(word_tokenizer):
+    features = handler_for(get_task("squad_v2")).encode([UNANSWERABLE], word_tokenizer, 16, ())
+    assert [(f["start_positions"], f["end_positions"]) for f in features] == [(0, 0), (0, 0), (0, 0)]
+
+
+def test_an_unanswerable_question_is_scored_against_the_empty_answer():
+    # As SQuAD v2's evaluate-v2.0.py, the gold is "": an empty prediction matches it exactly, a span does not.
+    squad_v2 = handler_for(get_task("squad_v2"))
+    assert squad_v2.score([UNANSWERABLE], [("q2", "")])["exact_match"] == 100.0
+    assert squad_v2.score([UNANSWERABLE], [("q2", "w1")]) == {"exact_match": 0.0, "f1": 0.0}
+
+
 def test_prediction_file_is_the_xtreme_json():
     assert json.loads(QA.prediction_file([("a", "Zürich"), ("b", "")])) == {"a": "Zürich", "b": ""}
 
@@ -145,7 +160,7 @@ def official_squad_em_f1(gold: dict[str, list[str]], predictions: dict[str, str]
 def test_xquad_chain_trains_on_tydiqa_and_scores_the_files_it_writes(tracking_store, tiny_model_dir):
     # The tiny tokenizer cuts an XQuAD paragraph into ~50 windows of 64 tokens (60k per language, 80 s on 2 cores):
     # the first 80 questions of each language keep the test under a minute.
-    code, out = invoke(target.main, ["--task", "xquad", "--train-source", "tydiqa", "--select-holdout", "32",
+    code, out = invoke(target.main, ["--task", "xquad", "--train-source-override", "tydiqa", "--select-holdout", "32",
                                      "--model", str(tiny_model_dir), *FAST])
     assert code == 0, out
     target_id = run_id_of(out, "target")
@@ -153,7 +168,7 @@ def test_xquad_chain_trains_on_tydiqa_and_scores_the_files_it_writes(tracking_st
     assert (params["train_source"], params["train_source_override"], params["select_source"]) == \
         ("tydiqa", "tydiqa", "tydiqa train")
     assert params["protocol_select_items"] == "3664-3695"
-    code, out = invoke(evaluate.main, ["--train-run-id", target_id, "--langs", "en,de", "--max-examples", "80"])
+    code, out = invoke(evaluate.main, ["--train-run-id", target_id, "--langs", "en,de", "--max-eval-examples", "80"])
     assert code == 0, out
     evaluate_id = run_id_of(out, "evaluate")
     metrics = MlflowClient().get_run(evaluate_id).data.metrics

@@ -111,7 +111,8 @@ def bucc_root(tmp_path, monkeypatch):
 
 
 def run_bucc(model_dir):
-    code, out = invoke(evaluate.main, ["--task", "bucc2018", "--model", str(model_dir), "--langs", "zh"])
+    code, out = invoke(evaluate.main, ["--retrieval-task", "bucc2018", "--encoder-model", str(model_dir),
+                                       "--langs", "zh"])
     assert code == 0, out
     return MlflowClient().get_run(run_id_of(out, "evaluate"))
 
@@ -159,8 +160,8 @@ def test_bucc_applies_the_dev_threshold_to_test_when_test_files_exist(tracking_s
 
 
 def test_tatoeba_accuracy_is_the_share_of_lines_naming_their_own_index(tracking_store, tiny_model_dir):
-    code, out = invoke(evaluate.main, ["--task", "tatoeba", "--model", str(tiny_model_dir), "--langs", "de,fr",
-                                       "--max-pairs", "50"])
+    code, out = invoke(evaluate.main, ["--retrieval-task", "tatoeba", "--encoder-model", str(tiny_model_dir),
+                                       "--langs", "de,fr", "--max-pairs", "50"])
     assert code == 0, out
     run = MlflowClient().get_run(run_id_of(out, "evaluate"))
     for lang in ("de", "fr"):
@@ -194,11 +195,12 @@ def fake_upstream_run(phase, params, model_dir):
 def test_an_upstream_runs_encoder_is_evaluated_and_its_origin_logged(tracking_store, tiny_model_dir, phase, params,
                                                                       expected):
     upstream_id = fake_upstream_run(phase, {**params, "model": str(tiny_model_dir), "method": "full"}, tiny_model_dir)
-    options = ["--task", "tatoeba", "--langs", "de", "--max-pairs", "20", "--layer", "1", "--pooling", "cls"]
+    options = ["--retrieval-task", "tatoeba", "--langs", "de", "--max-pairs", "20", "--retrieval-layer", "1",
+               "--retrieval-pooling", "cls"]
     code, out = invoke(evaluate.main, [*options, "--encoder-run-id", upstream_id])
     assert code == 0, out
     from_run = MlflowClient().get_run(run_id_of(out, "evaluate"))
-    code, out = invoke(evaluate.main, [*options, "--model", str(tiny_model_dir)])
+    code, out = invoke(evaluate.main, [*options, "--encoder-model", str(tiny_model_dir)])
     assert code == 0, out
     from_folder = run_id_of(out, "evaluate")
     assert {key: from_run.data.params[key] for key in expected} == expected
@@ -221,37 +223,40 @@ def shared_store(tmp_path_factory):
 
 
 @pytest.mark.parametrize("args, message", [
-    ([], "pass --train-run-id <target run> .* or --task tatoeba | bucc2018"),
-    (["--task", "xnli"], "task 'xnli' is evaluated from a trained model: pass --train-run-id"),
-    (["--train-run-id", "abc", "--encoder-run-id", "def"], "--train-run-id evaluates .*; --encoder-run-id, --model "
+    ([], "pass train_run_id=<target run> .* or retrieval_task=tatoeba | bucc2018"),
+    (["--retrieval-task", "xnli"], "task 'xnli' is evaluated from a trained model: pass train_run_id"),
+    (["--train-run-id", "abc", "--encoder-run-id", "def"], "train_run_id evaluates .*; encoder_run_id, encoder_model "
                                                            "belong"),
-    (["--train-run-id", "abc", "--task", "tatoeba"], "--train-run-id evaluates .*; --task, --model belong"),
-    (["--task", "tatoeba", "--pooling", "max"], "unknown pooling 'max'; expected one of: mean, cls"),
-    (["--task", "tatoeba", "--layer", "3"], "layer 3 is out of range: the model has 3 hidden states"),
-    (["--task", "tatoeba", "--layer", "last"], "--layer must be an integer index"),
-    (["--task", "tatoeba", "--max-pairs", "-1"], "--max-pairs must be 0 .* got -1"),
-    (["--task", "tatoeba", "--langs", "de,xx"], "unknown language 'xx' for task 'tatoeba'"),
-    (["--task", "bucc2018", "--langs", "zh,de"], r"missing data file\(s\): \S*/bucc2018/de-en.dev.de, .*--langs"),
+    (["--train-run-id", "abc", "--retrieval-task", "tatoeba"], "train_run_id evaluates .*; retrieval_task, "
+                                                               "encoder_model belong"),
+    (["--retrieval-task", "tatoeba", "--retrieval-layer", "3"], "layer 3 is out of range: the model has 3 hidden "
+                                                                "states"),
+    (["--retrieval-task", "tatoeba", "--retrieval-layer", "last"], "retrieval_layer must be an integer index"),
+    (["--retrieval-task", "tatoeba", "--max-pairs", "-1"], "max_pairs must be 0 .* got -1"),
+    (["--retrieval-task", "tatoeba", "--langs", "de,xx"], "unknown language 'xx' for task 'tatoeba'"),
+    (["--retrieval-task", "bucc2018", "--langs", "zh,de"],
+     r"missing data file\(s\): \S*/bucc2018/de-en.dev.de, .*--langs"),
 ])
 def test_bad_retrieval_input(shared_store, tiny_model_dir, args, message):
-    code, out = invoke(evaluate.main, [*args, "--model", str(tiny_model_dir)])
+    code, out = invoke(evaluate.main, [*args, "--encoder-model", str(tiny_model_dir)])
     assert_clean_failure(code, out, message)
     assert not all_runs()
 
 
 def test_encoder_run_must_be_a_finished_training_run(tracking_store, tiny_model_dir):
     evaluate_id = fake_upstream_run("evaluate", {}, tiny_model_dir)
-    code, out = invoke(evaluate.main, ["--task", "tatoeba", "--encoder-run-id", evaluate_id])
-    assert_clean_failure(code, out, f"--encoder-run-id {evaluate_id}: expected a FINISHED `intermediate` or `target` "
+    code, out = invoke(evaluate.main, ["--retrieval-task", "tatoeba", "--encoder-run-id", evaluate_id])
+    assert_clean_failure(code, out, f"encoder_run_id {evaluate_id}: expected a FINISHED `intermediate` or `target` "
                                     "run; .*is a 'evaluate' run")
-    code, out = invoke(evaluate.main, ["--task", "tatoeba", "--encoder-run-id", evaluate_id,
-                                       "--model", str(tiny_model_dir)])
-    assert_clean_failure(code, out, "pass --encoder-run-id or --model, not both")
+    code, out = invoke(evaluate.main, ["--retrieval-task", "tatoeba", "--encoder-run-id", evaluate_id,
+                                       "--encoder-model", str(tiny_model_dir)])
+    assert_clean_failure(code, out, "pass encoder_run_id or encoder_model, not both")
 
 
 def test_a_malformed_bucc_file_fails_the_run_naming_file_and_line(tracking_store, tiny_model_dir, bucc_root):
     write(bucc_root / "xtreme/download/bucc2018/zh-en.dev.zh", "zh-1\tA\nzh-2\t\n")
-    code, out = invoke(evaluate.main, ["--task", "bucc2018", "--model", str(tiny_model_dir), "--langs", "zh"])
+    code, out = invoke(evaluate.main, ["--retrieval-task", "bucc2018", "--encoder-model", str(tiny_model_dir),
+                                       "--langs", "zh"])
     assert_clean_failure(code, out, r"bucc2018/zh-en.dev.zh:2: empty sentence for id 'zh-2'")
     assert [run.info.status for run in all_runs()] == ["FAILED"]
 

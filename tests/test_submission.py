@@ -107,7 +107,7 @@ def test_submission_takes_the_complete_test_files_and_passes_the_official_file_c
     _, complete_id = train_and_evaluate(tiny_model_dir)
     # A later capped evaluation of German: its file is named as a share, and the submission keeps the complete one.
     code, out = invoke(evaluate.main, ["--train-run-id", MlflowClient().get_run(complete_id).data.params[
-        "train_run_id"], "--langs", "de", "--max-examples", "1"])
+        "train_run_id"], "--langs", "de", "--max-eval-examples", "1"])
     assert code == 0, out
     capped_id = run_id_of(out, "evaluate")
     de_size = udpos_test_sizes()["de"]

@@ -129,7 +129,7 @@ def unused_port() -> int:
     (["--space", "{precision: {low: 1, high: 2}}"], "precision is not numeric"),
     (["--storage", "postgresql+psycopg://nobody@127.0.0.1:PORT/optuna"], "cannot reach the Optuna storage"),
     (["--storage", "sqlite:///TMP/optuna.db", "--workers", "2"], "SQLite .* serves one Optuna worker only"),
-    (["--n-trials", "0"], "--n-trials must be at least 1"),
+    (["--n-trials", "0"], "n_trials must be at least 1"),
 ])
 def test_bad_input(tracking_store, tiny_model_dir, tmp_path, extra, message):
     extra = [value.replace("PORT", str(unused_port())).replace("TMP", str(tmp_path)) for value in extra]

@@ -7,14 +7,15 @@ the study's options gave them (`defaults`), the objective, the trial counts and 
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from components.settings import PROJECT_ROOT
+from components.tasks import NO_INTERMEDIATE
 
 DEFAULT_DIR = PROJECT_ROOT / "tuning" / "best_params"
-NO_INTERMEDIATE = "none"
 
 
 def model_label(model: str) -> str:
@@ -44,10 +45,26 @@ def write_best_params(path: Path, content: dict) -> None:
     os.replace(partial, path)
 
 
-def tuned_values(task: str, method: str, model: str, intermediate: str,
-                 directory: Path = DEFAULT_DIR) -> tuple[dict, Path] | None:
-    """For the grid: a cell's tuned `target` parameter values and the file they came from, or None without one."""
+@dataclass(frozen=True)
+class TunedCell:
+    """A cell's tuned `target` parameter values, the file they were read from and the study run that found them."""
+
+    params: dict
+    study_run_id: str
+    path: Path
+
+
+def tuned_cell(task: str, method: str, model: str, intermediate: str, directory: Path = DEFAULT_DIR) -> TunedCell | None:
+    """For the grid: a cell's tuned values, or None without a file for it."""
     path = best_params_path(directory, {"task": task, "method": method, "model": model, "intermediate": intermediate})
     if not path.is_file():
         return None
-    return yaml.safe_load(path.read_text(encoding="utf-8"))["params"], path
+    content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return TunedCell(content["params"], str(content.get("study_run_id", "")), path)
+
+
+def tuned_values(task: str, method: str, model: str, intermediate: str,
+                 directory: Path = DEFAULT_DIR) -> tuple[dict, Path] | None:
+    """A cell's tuned `target` parameter values and the file they came from, or None without one."""
+    cell = tuned_cell(task, method, model, intermediate, directory)
+    return (cell.params, cell.path) if cell else None

@@ -81,11 +81,11 @@ def create_or_join(storage: StudyStorage, plan: StudyPlan) -> tuple[optuna.Study
     if directions != ["maximize"]:
         raise XstiltsInputError(
             f"study {plan.name!r} in {storage.shown} exists with direction {', '.join(directions)}; this objective "
-            f"({plan.objective}) is maximized: choose another --study-name, or delete that study")
+            f"({plan.objective}) is maximized: choose another study_name, or delete that study")
     existing = _wait_for_attr(study, PLAN_ATTR, PLAN_WAIT_S)
     if existing is None:
         raise XstiltsInputError(f"study {plan.name!r} in {storage.shown} was not created by the tune entry point (it "
-                                "has no plan); choose another --study-name")
+                                "has no plan); choose another study_name")
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if storage.one_worker and any(WORKER_ATTR not in trial.user_attrs or not died_on_this_machine(
             trial.user_attrs[WORKER_ATTR]) for trial in running):
@@ -96,7 +96,7 @@ def create_or_join(storage: StudyStorage, plan: StudyPlan) -> tuple[optuna.Study
         raise XstiltsInputError(
             f"study {plan.name!r} was created with another {', '.join(differing)}: "
             + "; ".join(f"{key} {existing.get(key)!r} there, {wanted[key]!r} here" for key in differing)
-            + ". Join it with the same options, or choose another --study-name")
+            + ". Join it with the same options, or choose another study_name")
     return study, False
 
 
@@ -112,7 +112,7 @@ def study_run_of(study: optuna.Study) -> str:
     run_id = _wait_for_attr(study, STUDY_RUN_ATTR, QUEUE_WAIT_S)
     if run_id is None:
         raise XstiltsInputError(f"study {study.study_name!r} has no queued budget after {QUEUE_WAIT_S:.0f} s: its "
-                                "creating worker died while starting; delete the study or choose another --study-name")
+                                "creating worker died while starting; delete the study or choose another study_name")
     return run_id
 
 

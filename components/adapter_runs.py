@@ -1,4 +1,5 @@
-"""The training method of a phase run (`--method`), and for adapter methods their inputs, hand-off and evaluation.
+"""The training method of a phase run (`method`), and for adapter methods their inputs, hand-off and evaluation
+planning: the run-level side of `components.methods` (names and rules) and `components.adapters` (the models).
 
 Adapter runs read a FINISHED `lang_adapter` run's `adapters/lang_<lang>/` (the training language's adapter) and, for
 adapter_stilts, the intermediate run's `adapters/task_<task>/`; they write `adapters/task_<task>/` and
@@ -11,13 +12,12 @@ language's own adapter is known to have left out every text the evaluation score
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
-
 from components import tracking
 from components.adapters import (DEFAULT_TASK_REDUCTION_FACTOR, LANG, TaskAdapterTraining, lang_adapter_name,
                                  load_task_adapter_model, task_adapter_name)
 from components.corpus import check_exclusion_covers, check_exclusion_recorded
 from components.errors import XstiltsInputError
+from components.options import LANG_ADAPTER_FALLBACKS
 from components.methods import METHODS, Method, check_upstream, get_method, unsupported_reason
 from components.models import load_tokenizer, resolve_model
 from components.tasks import get_task
@@ -25,25 +25,10 @@ from components.training import load_task_model
 
 LANG_ADAPTER_PHASE = "lang_adapter"
 
-METHOD_OPTIONS = (
-    click.option("--method", "method_name", default="full", show_default=True,
-                 help=f"Training method: {', '.join(METHODS)} (README: MAD-X methods)."),
-    click.option("--lang-adapter-run-id", default="",
-                 help="Adapter methods with language adapters: a FINISHED lang_adapter run in the training language."),
-    click.option("--task-reduction-factor", type=float, default=DEFAULT_TASK_REDUCTION_FACTOR, show_default=True,
-                 help="Adapter methods: hidden size / task-adapter bottleneck width."),
-)
-
-
-def method_options(function):
-    for option in reversed(METHOD_OPTIONS):
-        function = option(function)
-    return function
-
 
 @dataclass(frozen=True)
 class MethodChoice:
-    """The `--method` options of one training run."""
+    """The method options of one training run (`method`, `lang_adapter_run_id`, `task_reduction_factor`)."""
 
     method: Method
     lang_adapter_run_id: str = ""
@@ -55,9 +40,9 @@ class MethodChoice:
         method = get_method(method_name, phase)
         if method.lang_adapters != bool(lang_adapter_run_id):
             raise XstiltsInputError(
-                f"method {method.name} needs --lang-adapter-run-id (a lang_adapter run in the training language)"
+                f"method {method.name} needs lang_adapter_run_id (a lang_adapter run in the training language)"
                 if method.lang_adapters else
-                f"method {method.name} uses no language adapter; --lang-adapter-run-id belongs to "
+                f"method {method.name} uses no language adapter; lang_adapter_run_id belongs to "
                 f"{', '.join(name for name, m in METHODS.items() if m.lang_adapters)}")
         return cls(method, lang_adapter_run_id, task_reduction_factor)
 
@@ -129,7 +114,6 @@ def log_adapter_outputs(setup: TaskAdapterTraining, labels, result, work_dir: Pa
     tracking.log_params({"trainable_params": result.trainable_params, "total_params": result.total_params, **lang})
 
 
-LANG_ADAPTER_FALLBACKS = ("source", "none")
 LANG_ADAPTER_PARAM = "lang_adapter"  # per language, `lang_adapter/<task>/<lang>`: which adapter evaluated it
 
 
@@ -152,7 +136,7 @@ def lang_adapter_plan(languages: list[str], source_lang: str, source_run_id: str
             language, or a language without an adapter while no fallback is chosen.
     """
     if fallback and fallback not in LANG_ADAPTER_FALLBACKS:
-        raise XstiltsInputError(f"--lang-adapter-fallback {fallback!r}: expected one of "
+        raise XstiltsInputError(f"lang_adapter_fallback {fallback!r}: expected one of "
                                 f"{', '.join(LANG_ADAPTER_FALLBACKS)}, or nothing (every language needs its adapter)")
     own = {source_lang: source_run_id}
     for run_id in (run_id.strip() for run_id in run_ids.split(",") if run_id.strip()):
@@ -163,8 +147,8 @@ def lang_adapter_plan(languages: list[str], source_lang: str, source_run_id: str
     missing = [lang for lang in languages if lang not in own]
     if missing and not fallback:
         raise XstiltsInputError(
-            f"no language adapter for {', '.join(missing)}: pass their lang_adapter runs in --lang-adapter-runs, or "
-            f"choose --lang-adapter-fallback source (the {source_lang} adapter) or none (the task adapter alone)")
+            f"no language adapter for {', '.join(missing)}: pass their lang_adapter runs in lang_adapter_runs, or "
+            f"choose lang_adapter_fallback source (the {source_lang} adapter) or none (the task adapter alone)")
     fallbacks = {"source": LangAdapterUse(source_run_id, source_lang, f"fallback source {source_run_id}"),
                  "none": LangAdapterUse("", "", "fallback none")}
     return {lang: LangAdapterUse(own[lang], lang, own[lang]) if lang in own else fallbacks[fallback]
