@@ -77,11 +77,13 @@ def test_bad_input_is_one_error_line_and_leaves_no_run(tracking_store, tmp_path)
         (("--experiment", "nope"), "experiment 'nope' does not exist"),
         (("--low-resource-langs", "sw,xx"), "unknown low-resource language(s) xx"),
         (("--langs", "en,qq"), "unknown language(s) in --langs qq"),
-        (("--distance", "syntax"), "unknown distance kind 'syntax'"),
         (("--parent-run-id", "x' or '1"), "expected an MLflow run id"),
     ]:
         code, out = invoke(*args, "--output-dir", str(tmp_path / "report"))
         assert code == 2 and "xstilts: error: " in out and message in out, out
+    # A closed set is refused by the command line itself, before anything is read.
+    code, out = invoke("--distance", "syntax", "--output-dir", str(tmp_path / "report"))
+    assert code == 2 and "'syntax' is not one of 'syntactic'" in out, out
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
 
 

@@ -180,7 +180,7 @@ def test_runs_without_a_manifest_and_mixed_configurations_are_never_assembled(tr
     new_file = prediction_file("de", "test", "tsv", "neutral\n", range(1), 1)
     new_id = log_evaluate_run("2", {new_file.name: new_file.content}, [new_file.manifest_entry()])
     code, out = make_submission("--output-dir", str(tmp_path / "out"))
-    assert_clean_failure(code, out, r"xnli: left out \(2 configurations evaluated xnli .*choose one with --run-params")
+    assert_clean_failure(code, out, r"xnli: left out \(2 configurations evaluated xnli .*choose one with run_params")
     code, out = make_submission("--output-dir", str(tmp_path / "out"), "--run-params", "seed=1")
     assert_clean_failure(code, out, f"de: no prediction file; not used: 1 run\\(s\\) without a manifest.json, "
                                     f"evaluated before prediction files were named by what they hold \\({old_id}\\)")
