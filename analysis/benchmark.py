@@ -104,7 +104,7 @@ def low_resource_langs(listed: str, config: Path = DEFAULT_LOW_RESOURCE_CONFIG) 
 
 def language_scope(listed: str) -> tuple[str, ...]:
     """The languages `--langs` restricts the averages to (comma-separated); empty = no restriction."""
-    return checked_langs([lang.strip() for lang in listed.split(",") if lang.strip()], "language(s) in --langs")
+    return checked_langs([lang.strip() for lang in listed.split(",") if lang.strip()], "language(s) in langs")
 
 
 def checked_langs(langs: list[str], what: str) -> tuple[str, ...]:

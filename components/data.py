@@ -946,7 +946,7 @@ def choose_evaluation_split(spec: TaskSpec, protocol: str, lang: str, root: Path
                                        f"{dev_gap})")
     raise XstiltsInputError(
         f"cannot evaluate {spec.name} [{lang}]: no labeled test or dev data. test: {test_gap}; dev: {dev_gap}; "
-        f"no Hugging Face dataset is registered for {spec.name} test. Leave the language out (--langs) or obtain its "
+        f"no Hugging Face dataset is registered for {spec.name} test. Leave the language out (langs) or obtain its "
         "files with google-research/xtreme scripts/download_data.sh."
     )
 

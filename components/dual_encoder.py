@@ -167,7 +167,7 @@ def load_retrieval_data(spec: TaskSpec, langs: Sequence[str], limit: int | None 
     examples = {lang: lang_examples[:limit] for lang, lang_examples in whole.items()}
     empty = [lang for lang in langs if not examples[lang]]
     if empty:
-        raise XstiltsInputError(f"{spec.name} test has no queries in {', '.join(empty)}; choose languages with --langs")
+        raise XstiltsInputError(f"{spec.name} test has no queries in {', '.join(empty)}; choose languages with langs")
     relevant: dict[str, set[str]] = {}
     for lang, lang_examples in examples.items():
         repeated = sorted(query_id for query_id, count in Counter(e["id"] for e in lang_examples).items() if count > 1)

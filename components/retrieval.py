@@ -457,5 +457,5 @@ def check_files(task: str, langs: list[str], root: Path | None = None) -> None:
     if missing:
         raise XstiltsInputError(
             f"missing data file(s): {', '.join(missing)} (data root {root or settings.data_root()}; set "
-            f"{settings.DATA_ROOT_ENV} to change it, or choose languages with --langs)"
+            f"{settings.DATA_ROOT_ENV} to change it, or choose languages with langs)"
         )

@@ -76,7 +76,7 @@ def test_bad_input_is_one_error_line_and_leaves_no_run(tracking_store, tmp_path)
         ((), "no `evaluate` runs match all experiments"),
         (("--experiment", "nope"), "experiment 'nope' does not exist"),
         (("--low-resource-langs", "sw,xx"), "unknown low-resource language(s) xx"),
-        (("--langs", "en,qq"), "unknown language(s) in --langs qq"),
+        (("--langs", "en,qq"), "unknown language(s) in langs qq"),
         (("--parent-run-id", "x' or '1"), "expected an MLflow run id"),
     ]:
         code, out = invoke(*args, "--output-dir", str(tmp_path / "report"))

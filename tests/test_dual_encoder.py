@@ -230,7 +230,7 @@ def test_malformed_mewslix_rows_name_file_and_line(tmp_path, record, message):
 
 def test_a_scored_language_without_mentions_is_named(tmp_path):
     write_mewslix(tmp_path)
-    with pytest.raises(XstiltsInputError, match="mewslix test has no queries in es, ja; choose languages with --langs"):
+    with pytest.raises(XstiltsInputError, match="mewslix test has no queries in es, ja; choose languages with langs"):
         dual_encoder.load_retrieval_data(MEWSLIX, ["en", "es", "ja"], root=tmp_path)
 
 

@@ -83,7 +83,7 @@ def read_space(text_or_path: str, tunable: dict[str, click.ParamType], fixed_per
     """
     path = Path(text_or_path)
     source = path.read_text(encoding="utf-8") if path.is_file() else text_or_path
-    where = str(path) if path.is_file() else "--space"
+    where = str(path) if path.is_file() else "space"
     try:
         mapping = yaml.safe_load(source)
     except yaml.YAMLError as error:

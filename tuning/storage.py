@@ -49,7 +49,7 @@ def one_worker_only(shown: str) -> XstiltsInputError:
     return XstiltsInputError(
         f"SQLite ({shown}) serves one Optuna worker only: it has no row locks, so concurrent workers hit 'database is "
         "locked' and may run a queued trial twice. For several workers use the default journal file (one machine: "
-        "leave --storage empty, or give a file path) or a database URL (postgresql+psycopg://user@host/db; "
+        "leave storage empty, or give a file path) or a database URL (postgresql+psycopg://user@host/db; "
         "scripts/postgres.sh starts a local PostgreSQL)")
 
 
