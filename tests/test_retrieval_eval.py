@@ -235,7 +235,7 @@ def shared_store(tmp_path_factory):
     (["--retrieval-task", "tatoeba", "--max-pairs", "-1"], "max_pairs must be 0 .* got -1"),
     (["--retrieval-task", "tatoeba", "--langs", "de,xx"], "unknown language 'xx' for task 'tatoeba'"),
     (["--retrieval-task", "bucc2018", "--langs", "zh,de"],
-     r"missing data file\(s\): \S*/bucc2018/de-en.dev.de, .*--langs"),
+     r"missing data file\(s\): \S*/bucc2018/de-en.dev.de, .*choose languages with langs"),
 ])
 def test_bad_retrieval_input(shared_store, tiny_model_dir, args, message):
     code, out = invoke(evaluate.main, [*args, "--encoder-model", str(tiny_model_dir)])
