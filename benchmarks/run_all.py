@@ -6,7 +6,8 @@ Runs here: framework overhead (`benchmarks.overhead`, full and MAD-X), evaluatio
 (`benchmarks.eval_throughput`), vocabulary trimming (`benchmarks.vocab_trim`) and analysis time over synthetic runs
 (`benchmarks.analysis_scale`); their JSON files go to --out. Read, not run: the GPU path (`benchmarks.gpu_path` on a
 GPU machine, --gpu-results), the metric effect of bf16 evaluation on a study's trained runs
-(`benchmarks.eval_precision`, --precision-results: it needs a tracking store with trained runs, e.g. the demo's) and
+(`benchmarks.eval_precision`, --precision-results: it needs a tracking store with trained runs, e.g. the demo's),
+the scheduling benchmark (`benchmarks.scheduling`, --scheduling-results: it starts a tracking server and Ray) and
 the demo grid's wall and cache-hit rerun times (--demo-results, a JSON file
 {"wall_s": ..., "rerun_s": ..., "machine": ...} written by whoever ran the demo); a missing file is reported as not
 measured. --quick shrinks every run (a smoke test: its
@@ -172,12 +173,45 @@ def demo_section(demo: dict | None, source: Path) -> str:
             + markdown_table(("demo grid wall time", "cache-hit rerun time"), [(wall, rerun)]))
 
 
+DISPATCH_TARGET_S = 1.0  # median seconds from a step's upstream end to its process start, at most
+
+
+def scheduling_section(scheduling: dict | None, source: Path) -> str:
+    if not scheduling:
+        return f"## Scheduling\n\nNot measured: no {source} yet (`python -m benchmarks.scheduling`).\n"
+    runs = scheduling["executors"]
+    rows = []
+    for executor, result in runs.items():
+        latency = result["dispatch_latency_s"]
+        met = "met" if latency["median"] <= DISPATCH_TARGET_S else "NOT met"
+        rows.append((executor, f"{latency['median']:.2f} s (max {latency['max']:.2f} s; target ≤ "
+                               f"{DISPATCH_TARGET_S:.0f} s: {met})", f"{result['upstream_end_to_launch_call_s']:.2f} s",
+                     f"{result['launch_call_to_process_start_s']:.2f} s",
+                     f"{result['overhead_per_step_s']['median']:.2f} s", f"{result['measured_wall_s']:.1f} s",
+                     f"{result['load_average']:.1f}"))
+    fast = scheduling["fast_step_s"]
+    return ("## Scheduling\n\n"
+            f"`main` on a {runs['local']['steps']}-step grid whose step launch starts a real process that sleeps "
+            f"{fast:g} s ({scheduling['slow_arm']}: {fast * 3:g} s); nothing trains, so this measures the driver, the "
+            "executor, the tracking server (PostgreSQL) and process start. Dispatch latency: from the end of a step's "
+            "last upstream run to its process's start (`benchmarks/scheduling.py`; measured on "
+            f"{describe_machine(scheduling['machine'])}; the load average is the machine's while it ran).\n\n"
+            + markdown_table(("executor", "dispatch latency (median)", "upstream end -> launch call",
+                              "launch call -> process start", "overhead per step (median)", "grid wall",
+                              "load average"), rows)
+            + f"\nRay's overhead per step against the local executor's: {scheduling['ray_overhead_per_step_minus_local_s']:+.2f} s. "
+            f"The grid's critical path is {scheduling['critical_path_s']:g} s of sleeps against "
+            f"{scheduling['sum_of_levels_s']:g} s for running it level by level (the sum of each level's longest "
+            "step); a grid wall above the critical path is per-step overhead.\n")
+
+
 def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def benchmarks_markdown(command: str, date: str, quick: bool, overhead: dict, throughput: dict, trim: dict,
-                        scale: dict, gpu_source: Path, demo_source: Path, precision_source: Path) -> str:
+                        scale: dict, gpu_source: Path, demo_source: Path, precision_source: Path,
+                        scheduling_source: Path) -> str:
     warning = ("\n**Quick run (`--quick`): tiny step and example counts, a smoke test of the benchmarks; the numbers "
                "below are not measurements.**\n" if quick else "")
     return (f"# Benchmarks\n\nRewritten by `{command}` on {date}.\n{warning}\n"
@@ -186,7 +220,8 @@ def benchmarks_markdown(command: str, date: str, quick: bool, overhead: dict, th
                          precision_section(read_json(precision_source), precision_source), methods_section(overhead),
                          trim_section(trim),
                          gpu_section(read_json(gpu_source), gpu_source), analysis_section(scale),
-                         demo_section(read_json(demo_source), demo_source))))
+                         demo_section(read_json(demo_source), demo_source),
+                         scheduling_section(read_json(scheduling_source), scheduling_source))))
 
 
 @click.command()
@@ -199,9 +234,11 @@ def benchmarks_markdown(command: str, date: str, quick: bool, overhead: dict, th
               show_default=True)
 @click.option("--precision-results", type=click.Path(path_type=Path),
               default=Path("benchmarks/results/eval-precision.json"), show_default=True)
+@click.option("--scheduling-results", type=click.Path(path_type=Path),
+              default=Path("benchmarks/results/scheduling.json"), show_default=True)
 @click.option("--markdown", type=click.Path(path_type=Path), default=REPO_ROOT / "BENCHMARKS.md", show_default=True)
 def main(quick: bool, out_dir: Path, gpu_results: Path, demo_results: Path, precision_results: Path,
-         markdown: Path) -> None:
+         scheduling_results: Path, markdown: Path) -> None:
     sizes = QUICK_SIZES if quick else FULL_SIZES
     overhead = run_overhead(out_dir, steps=sizes["overhead_steps"], warmup=sizes["overhead_warmup"],
                             rounds=sizes["overhead_rounds"])
@@ -211,7 +248,8 @@ def main(quick: bool, out_dir: Path, gpu_results: Path, demo_results: Path, prec
     command = " ".join(["python -m benchmarks.run_all", *sys.argv[1:]])
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     markdown.write_text(benchmarks_markdown(command, date, quick, overhead, throughput, trim, scale, gpu_results,
-                                            demo_results, precision_results), encoding="utf-8")
+                                            demo_results, precision_results, scheduling_results),
+                  encoding="utf-8")
     click.echo(f"wrote {markdown}")
 
 

@@ -19,6 +19,7 @@ from components.data import choose_evaluation_split, english_training_gap, sourc
 from components.errors import XstiltsInputError, not_utf8
 from components.methods import METHODS, NO_UPSTREAM, Method, unsupported_reason
 from components.models import DEFAULT_MODEL, check_model
+from components.retrieval import RETRIEVAL_TASKS, task_paths
 from components.settings import PROJECT_ROOT
 from components.training import check_max_length
 from components.tasks import NO_INTERMEDIATE, TaskSpec, TaskType, check_obtainable, get_task
@@ -27,7 +28,8 @@ from tuning.best_params import DEFAULT_DIR, TunedCell, cell_key, intermediate_la
 DEFAULT_PROTOCOL = "auto"
 SOURCE_LANG = "en"  # target tasks train on English: the zero-shot setting
 CONFIG_KEYS = {"study", "model", "seeds", "methods", "intermediate", "targets", "lang_adapter", "lang_adapter_langs",
-               "lang_adapter_fallback", "best_params_dir"}
+               "lang_adapter_fallback", "best_params_dir", "resources"}
+RESOURCE_KINDS = ("gpus", "cpus")  # `resources: {<entry point>: {gpus: N, cpus: N}}`, per step of that entry point
 @dataclass(frozen=True)
 class ValueRange:
     """The values a numeric phase param takes: a number (an integer where `integer`) above `low`, or from `low` on
@@ -158,9 +160,28 @@ def read_config(path: Path, declared: dict[str, set[str]]) -> dict:
         if lang not in target_langs:
             raise XstiltsInputError(f"{path}: lang_adapter_langs[{index}]: {lang!r}: unknown language: no target task "
                                     "has it")
+    _check_resources(path, config.get("resources"), declared)
     with _naming(path):
         expand(config)  # the cells' tuned values, and at least one cell its methods can run
     return config
+
+
+def _check_resources(path: Path, resources, declared: dict[str, set[str]]) -> None:
+    """`resources:` names step entry points, each with a number >= 0 of GPUs (fractions share one) and CPUs."""
+    if resources is None:
+        return
+    resources = _mapping(path, "resources", resources)
+    for entry, request in resources.items():
+        if entry not in declared:
+            raise XstiltsInputError(f"{path}: resources.{entry}: unknown entry point; expected some of: "
+                                    f"{', '.join(declared)}")
+        request = _mapping(path, f"resources.{entry}", request)
+        for kind, value in request.items():
+            if kind not in RESOURCE_KINDS:
+                raise XstiltsInputError(f"{path}: resources.{entry}.{kind}: unknown resource; expected "
+                                        f"{' or '.join(RESOURCE_KINDS)}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise XstiltsInputError(f"{path}: resources.{entry}.{kind}: {value!r}: expected a number >= 0")
 
 
 def _load(path: Path) -> dict:
@@ -465,12 +486,19 @@ SHRUNK_LENGTH = 64
 GPU_ONLY_PARAMS = ("precision",)  # bf16 autocast is for GPUs; the shrunk run is a CPU check
 
 
+def _retrieval_files_exist(task: str, lang: str) -> bool:
+    return all(path.is_file() for path in task_paths(task, RETRIEVAL_TASKS[task].scored_split, lang))
+
+
 def shrunk(config: dict, model: str, langs: tuple[str, ...], examples: int) -> dict:
     """A copy of a study config that runs in seconds: CI's check that a shipped config runs end to end. `model` for
     every phase, the first seed, one epoch of one batch of `examples` items per training phase, `examples` items
     scored in each of `langs` that a target has (a target with none of them keeps its first), language adapters of
-    one step on the bundle's text (a Hub `text_source` such as Wikipedia cannot be read offline) for those languages.
-    Arms, targets and methods stay as they are."""
+    one step on `examples` texts (of the config's `text_source`: a Hub one needs the Hub or a prepared cache of it)
+    for those of its `lang_adapter_langs` in `langs`;
+    a retrieval target scores `examples` pairs per language (its cap is `max_pairs`: `max_eval_examples` caps trained
+    targets only) in those of its languages whose files are there, at the evaluate default layer (a `retrieval_layer`
+    names a layer of the study's model). Arms, targets and methods stay as they are."""
     caps = {"epochs": 1, "batch_size": examples, "accumulation_steps": 1, "max_train_examples": examples,
             "max_select_examples": examples, "max_length": SHRUNK_LENGTH}
 
@@ -488,12 +516,16 @@ def shrunk(config: dict, model: str, langs: tuple[str, ...], examples: int) -> d
         spec = get_task(target["task"])
         evaluate = dict(target.get("evaluate") or {})
         listed = _listed(str(evaluate.get("langs", ""))) or list(spec.langs)
-        evaluate.update(langs=",".join([lang for lang in listed if lang in langs] or listed[:1]),
-                        max_eval_examples=examples)
-        params = target if spec.task_type is TaskType.RETRIEVAL else trained(target)
+        retrieval = spec.task_type is TaskType.RETRIEVAL
+        if retrieval:
+            evaluate.pop("retrieval_layer", None)
+            listed = [lang for lang in listed if _retrieval_files_exist(spec.name, lang)] or listed
+        evaluate.update({"langs": ",".join([lang for lang in listed if lang in langs] or listed[:1]),
+                         "max_pairs" if retrieval else "max_eval_examples": examples})
+        params = target if retrieval else trained(target)
         small["targets"].append({**params, "evaluate": evaluate})
     small["lang_adapter"] = {**{name: value for name, value in (config.get("lang_adapter") or {}).items()
-                                if name not in ("text_source", *GPU_ONLY_PARAMS)},
+                                if name not in GPU_ONLY_PARAMS},
                              "max_steps": 1, "max_texts": examples, "batch_size": examples,
                              "max_length": SHRUNK_LENGTH}
     if config.get("lang_adapter_langs"):

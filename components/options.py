@@ -219,6 +219,9 @@ ANALYSIS = (
     Option("include_optimistic", bool, False, "Let optimistic scores (BUCC's in-sample threshold, an English score "
                                               "on the selection set: the runs' optimistic/<task>/<lang> params) enter "
                                               "the XTREME-R and XTREME scores; they are labelled either way."),
+    Option("register_best", bool, False, "Register in the Model Registry, per configuration and target task, the "
+                                         "trained model of the seed with the best English selection score (never "
+                                         "a target-language score), as xstilts-<task>-<configuration>."),
 )
 SUBMISSION = (
     *RUN_SELECTION,
@@ -234,6 +237,14 @@ MAIN = (
                               "> 1)."),
     Option("force", str, "", "Rerun these entry points' steps even when cached: comma-separated lang_adapter, "
                              "intermediate, target, evaluate, or all."),
+    Option("executor", str, "local", "Where steps run: local (threads on this machine, --workers at a time, one GPU "
+                                     "each where it has several) or ray (a Ray task per step; docs/scale-out.md).",
+           ("local", "ray")),
+    Option("ray_address", str, "", "executor=ray: the cluster; empty = start a local Ray instance, auto = the "
+                                   "cluster this machine belongs to, host:port or ray://host:10001."),
+    Option("max_retries", int, 1, "Times a step whose process or node died is run again.", minimum=0),
+    Option("plan", bool, False, "Print every step (cached, or to run with its estimated CPU-/GPU-hours from "
+                                "finished runs in the store) and stop: nothing trains (docs/scale-out.md)."),
 )
 
 # Entry point -> its options, in MLproject order; the MLproject lists the entry points in this order too.

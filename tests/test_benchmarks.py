@@ -10,7 +10,7 @@ from benchmarks.eval_precision import lang_adapter_options, summarize
 from benchmarks.methods_table import methods_markdown
 from benchmarks.overhead import (StepProbe, adamw_groups, compare_loops, pool_rounds, round_order, step_summary,
                                  timed_steps)
-from benchmarks.run_all import demo_section, markdown_table, precision_section, ratio_against
+from benchmarks.run_all import demo_section, markdown_table, precision_section, ratio_against, scheduling_section
 
 
 def test_step_times_are_the_gaps_between_step_ends_after_the_warmup():
@@ -173,3 +173,20 @@ def test_language_adapters_of_a_rescored_run_come_from_its_per_language_params()
     full = pd.Series({"params.task": "xnli", "params.langs": "en,de", "params.lang_adapter/xnli/en": "none (method full)",
                       "params.lang_adapter/xnli/de": float("nan")})
     assert lang_adapter_options(full) == ("", "")
+
+
+def test_scheduling_section_says_whether_the_dispatch_target_is_met(tmp_path):
+    def executor(median):
+        return {"steps": 28, "dispatch_latency_s": {"median": median, "max": 2.5, "n": 20},
+                "upstream_end_to_launch_call_s": 0.2, "launch_call_to_process_start_s": 0.3,
+                "overhead_per_step_s": {"median": 0.75}, "measured_wall_s": 30.04, "load_average": 1.25}
+
+    measured = scheduling_section({"machine": {"cpu": "EPYC"}, "fast_step_s": 4.0, "slow_arm": "the none arm",
+                                   "critical_path_s": 16.0, "sum_of_levels_s": 20.0,
+                                   "ray_overhead_per_step_minus_local_s": 0.5,
+                                   "executors": {"local": executor(0.4), "ray": executor(1.5)}}, tmp_path)
+    assert "| local | 0.40 s (max 2.50 s; target ≤ 1 s: met) | 0.20 s | 0.30 s | 0.75 s | 30.0 s | 1.2 |" in measured
+    assert "| ray | 1.50 s (max 2.50 s; target ≤ 1 s: NOT met)" in measured
+    assert "sleeps 4 s (the none arm: 12 s)" in measured and "+0.50 s" in measured
+    assert "16 s of sleeps against 20 s" in measured
+    assert "Not measured" in scheduling_section(None, tmp_path / "scheduling.json")

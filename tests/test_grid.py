@@ -1,11 +1,15 @@
 """The study grid: config checks, expansion with shared steps, and get-or-run over a real tracking store."""
 
+import os
+import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -14,7 +18,7 @@ import yaml
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
-from components import tracking
+from components import executors, tracking
 from components.errors import XstiltsInputError
 from components.corpus import build_corpus, check_exclusion_covers, evaluation_protocols, studied_tasks
 from components.grid import cache_key, expand, read_config
@@ -445,10 +449,10 @@ def test_a_tracking_server_that_is_down_is_named_after_a_bounded_retry(tmp_path,
 
 
 def test_a_launch_refused_before_its_entry_point_starts_leaves_its_step_run_failed(tracking_store, monkeypatch):
-    def refuse(**kwargs):
+    def refuse(directory):
         raise ValueError("no such parameter type")
 
-    monkeypatch.setattr(mlflow.projects, "run", refuse)
+    monkeypatch.setattr(main, "load_project", refuse)
     experiment_id = MlflowClient().create_experiment("launches")
     with pytest.raises(RuntimeError, match="FAILED: no such parameter type"):
         main.launch("target", {"task": "xnli"}, "key1", "", experiment_id)
@@ -461,17 +465,23 @@ def test_workers_need_a_tracking_server(tracking_store, tmp_path):
     assert result.exit_code == 2 and "needs a tracking server" in result.output
 
 
-@pytest.fixture(scope="module")
-def tracking_server():
-    """A real MLflow tracking server on PostgreSQL (scripts/tracking_server.sh), as users start it."""
+@contextmanager
+def running_tracking_server(port: int):
+    """A real MLflow tracking server on PostgreSQL (scripts/tracking_server.sh), as users start it; its URI."""
     folder = Path(tempfile.mkdtemp(prefix="xstilts-server-", dir="/tmp"))
     folder.chmod(0o755)  # the PostgreSQL cluster inside belongs to the postgres user
     script = str(PROJECT_ROOT / "scripts" / "tracking_server.sh")
-    started = subprocess.run(["bash", script, "start", str(folder), "5057"], capture_output=True, text=True)
+    started = subprocess.run(["bash", script, "start", str(folder), str(port)], capture_output=True, text=True)
     assert started.returncode == 0, started.stderr
     yield started.stdout.strip()
     subprocess.run(["bash", script, "stop", str(folder)], check=True)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def tracking_server():
+    with running_tracking_server(5057) as uri:
+        yield uri
 
 
 class MeetingLaunch(FakeLaunch):
@@ -494,8 +504,13 @@ def test_two_workers_run_independent_steps_at_once_on_a_tracking_server(tracking
     path = write(tmp_path, "seeds: [1, 2]\nmethods: [full]\ntargets: [{task: xnli}]\n")
     result = run_main(path, "--workers", "2")  # one worker would leave the first target waiting for the second
     assert result.exit_code == 0 and "done 4, cached 0, failed 0" in result.output, result.output
+    launcher = main.launch
     again = run_main(path, "--workers", "2")
     assert "done 0, cached 4" in again.output, again.output
+    [rerun] = MlflowClient().search_runs([mlflow.get_experiment_by_name("Default").experiment_id],
+                                         "tags.`xlt.phase` = 'main'", order_by=["attributes.start_time DESC"],
+                                         max_results=1)
+    assert sorted(rerun.data.tags["xlt.reused_runs"].split(",")) == sorted(launcher.run_ids)
 
 
 @pytest.mark.parametrize("workers, environ, expected", [
@@ -507,3 +522,221 @@ def test_two_workers_run_independent_steps_at_once_on_a_tracking_server(tracking
 ])
 def test_steps_that_run_at_once_share_the_cores(workers, environ, expected):
     assert main.step_cpu_threads(workers, environ, cpu_count=16) == expected
+
+
+class SlowArmLaunch(FakeLaunch):
+    """The intermediate step of one arm takes `seconds`; every other step is instant."""
+
+    def __init__(self, slow_label_task: str, seconds: float):
+        super().__init__()
+        self.slow_task, self.seconds = slow_label_task, seconds
+
+    def __call__(self, entry, parameters, *args):
+        if entry == "intermediate" and parameters["task"] == self.slow_task:
+            time.sleep(self.seconds)
+        return super().__call__(entry, parameters, *args)
+
+
+def test_a_step_starts_when_its_own_upstream_steps_end_not_when_its_level_does(tracking_server, tmp_path,
+                                                                                 monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "dag-order")
+    launch = SlowArmLaunch("anli", seconds=4)
+    monkeypatch.setattr(main, "launch", launch)
+    path = write(tmp_path, "seeds: [1]\nmethods: [full]\nintermediate: [{task: anli}, {task: xnli}]\n"
+                           "targets: [{task: pawsx}]\n")
+    result = run_main(path, "--workers", "3")
+    assert result.exit_code == 0, result.output
+    runs = {(entry, parameters.get("task"), bool(parameters.get("init_run_id"))): MlflowClient().get_run(run_id).info
+            for (entry, parameters), run_id in zip(launch.launched, launch.run_ids)}
+    slow_intermediate = next(info for (entry, task, _), info in runs.items() if (entry, task) == ("intermediate",
+                                                                                                   "anli"))
+    fast_intermediate_id = next(run_id for (entry, parameters), run_id in zip(launch.launched, launch.run_ids)
+                                if entry == "intermediate" and parameters["task"] == "xnli")
+    fast_target = next(MlflowClient().get_run(run_id).info for (entry, parameters), run_id
+                       in zip(launch.launched, launch.run_ids)
+                       if entry == "target" and parameters["init_run_id"] == fast_intermediate_id)
+    # Level by level, the xnli arm's target (level 1) would wait for the anli intermediate (level 0) to end.
+    assert fast_target.start_time < slow_intermediate.end_time - 2000, (fast_target, slow_intermediate)
+
+
+class DyingLaunch(FakeLaunch):
+    """The first `deaths` launches of `entry` die mid-step: their run stays RUNNING, as after a kill -9."""
+
+    def __init__(self, entry: str, deaths: int):
+        super().__init__()
+        self.dying_entry, self.deaths, self.dead_run_ids = entry, deaths, []
+
+    def __call__(self, entry, parameters, key, parent_run_id, experiment_id, tags=None):
+        if entry == self.dying_entry and len(self.dead_run_ids) < self.deaths:
+            self.dead_run_ids.append(tracking.create_step_run(experiment_id, entry, key, parent_run_id, tags=tags))
+            raise executors.StepDied(f"run {self.dead_run_ids[-1]} FAILED: its process was killed (exit status -9)")
+        return super().__call__(entry, parameters, key, parent_run_id, experiment_id, tags)
+
+
+@pytest.mark.parametrize("max_retries, deaths, expected", [
+    (1, 1, "done 5, cached 0, failed 0, blocked 0, remaining 0"),  # the retry finishes
+    (1, 2, "done 2, cached 0, failed 1, blocked 2, remaining 0"),  # the retry dies too: its cell is blocked
+    (0, 1, "done 2, cached 0, failed 1, blocked 2, remaining 0"),
+])
+def test_a_step_whose_process_died_ends_failed_and_is_retried(tracking_store, tmp_path, monkeypatch, max_retries,
+                                                              deaths, expected):
+    launch = DyingLaunch("intermediate", deaths)
+    monkeypatch.setattr(main, "launch", launch)
+    result = run_main(write(tmp_path, SMALL), "--max-retries", str(max_retries))
+    assert expected in result.output, result.output
+    assert result.output.count("retry   intermediate anli[en] full seed 1") == min(deaths, max_retries)
+    assert {MlflowClient().get_run(run_id).info.status for run_id in launch.dead_run_ids} == {"FAILED"}
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert "RUNNING" not in {run.info.status for run in runs}
+
+
+def test_a_failed_step_with_its_own_error_is_not_retried(tracking_store, tmp_path, monkeypatch):
+    launch = FakeLaunch(fail_entry="intermediate")
+    monkeypatch.setattr(main, "launch", launch)
+    result = run_main(write(tmp_path, SMALL), "--max-retries", "3")
+    assert "retry" not in result.output and [entry for entry, _ in launch.launched].count("intermediate") == 1
+
+
+class SecondDriverLaunch(FakeLaunch):
+    """While the first step of a study runs, a second driver of the same config is started."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path, self.second = path, None
+
+    def __call__(self, *args):
+        if self.second is None:
+            self.second = run_main(self.path)
+        return super().__call__(*args)
+
+
+def test_a_second_driver_of_a_live_study_refuses_naming_its_run_and_trains_nothing(tracking_store, tmp_path,
+                                                                                 monkeypatch):
+    path = write(tmp_path, SMALL)
+    launch = SecondDriverLaunch(path)
+    monkeypatch.setattr(main, "launch", launch)
+    first = run_main(path)
+    assert first.exit_code == 0 and "done 5, cached 0, failed 0" in first.output, first.output
+    [study_run] = [run for run in mlflow.search_runs(search_all_experiments=True, output_format="list")
+                   if run.data.tags.get("xlt.phase") == "main"]
+    assert launch.second.exit_code == 2
+    [line] = error_lines(launch.second.output)
+    assert line.startswith(f"xstilts: error: study run {study_run.info.run_id} of this config is RUNNING and its "
+                           f"driver, process {os.getpid()} on this host, is alive: another driver runs this study"), line
+    assert len(launch.launched) == 5  # every step once, by the first driver
+    assert study_run.info.status == "FINISHED" and float(study_run.data.tags["xlt.heartbeat"]) > time.time() - 60
+
+
+def test_a_killed_drivers_study_is_taken_over_at_once(tracking_store, tmp_path, monkeypatch):
+    """A driver SIGKILLed mid-step leaves its study run RUNNING with a fresh heartbeat; on its host, the next
+    driver sees that the process is gone and takes over."""
+    path = write(tmp_path, SMALL)
+    hanging = ("import sys, time\nfrom pipelines import main\n"
+               "main.launch = lambda *args, **kwargs: time.sleep(3600)\n"
+               "main.main(['--config', sys.argv[1]])\n")
+    driver = subprocess.Popen([sys.executable, "-c", hanging, str(path)], cwd=PROJECT_ROOT,
+                              env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    deadline = time.monotonic() + 120
+    while not tracking.running_run_ids({"phase": "main"}):
+        assert driver.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    [killed_study] = tracking.running_run_ids({"phase": "main"})
+    driver.kill()
+    driver.wait()
+    monkeypatch.setattr(main, "launch", FakeLaunch())
+    result = run_main(path)
+    assert result.exit_code == 0, result.output
+    assert (f"study run {killed_study} of this config was left RUNNING by a driver that is gone (its driver, process "
+            f"{driver.pid} on this host, is gone): marked FAILED") in result.output
+    assert MlflowClient().get_run(killed_study).info.status == "FAILED"
+
+
+@pytest.mark.parametrize("driver, age, alive", [
+    ("elsewhere 4242 1700000000", 5, True),  # another host: the heartbeat decides
+    ("elsewhere 4242 1700000000", 61, False),  # older than the 60 s timeout
+    (f"{socket.gethostname()} {os.getpid()} 1", 5, False),  # this host, a pid now used by a process started later
+])
+def test_a_driver_lives_while_its_heartbeat_is_fresh_or_its_process_runs(driver, age, alive):
+    tags = {"xlt.driver": driver, "xlt.heartbeat": str(time.time() - age)}
+    assert executors.driver_is_alive(tags, time.time())[0] is alive
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--executor", "foo"], "'foo' is not one of 'local', 'ray'"),
+    (["--max-retries", "-1"], "-1 is not in the range x>=0"),
+])
+def test_a_bad_executor_option_is_refused_before_any_run(tracking_store, tmp_path, args, named):
+    result = run_main(write(tmp_path, SMALL), *args)
+    assert result.exit_code == 2 and named in result.output, result.output
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+
+
+@pytest.mark.parametrize("resources, message", [
+    ("{train: {gpus: 1}}", "resources.train: unknown entry point; expected some of: lang_adapter, intermediate"),
+    ("{target: {gpus: -1}}", "resources.target.gpus: -1: expected a number >= 0"),
+    ("{target: {tpus: 1}}", "resources.target.tpus: unknown resource; expected gpus or cpus"),
+    ("{target: 2}", "each entry of `resources.target:` must be a mapping"),
+])
+def test_bad_resources_are_named(tmp_path, resources, message):
+    path = write(tmp_path, SMALL + f"resources: {resources}\n")
+    with pytest.raises(XstiltsInputError, match=re.escape(message)):
+        read_config(path, DECLARED)
+
+
+def test_a_resource_request_this_machine_cannot_meet_is_refused_before_any_run(tracking_store, tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setattr(main, "launch", FakeLaunch())
+    monkeypatch.setattr(executors, "local_gpu_ids", lambda: [])
+    result = run_main(write(tmp_path, SMALL + "resources: {evaluate: {gpus: 1}}\n"))
+    assert result.exit_code == 2
+    [line] = error_lines(result.output)
+    assert (f"step evaluate xnli full from none seed 1: resources.evaluate {{gpus: 1, cpus: 1}}: more than any node "
+            f"of this machine ({socket.gethostname()}) has") in line, line
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+
+
+@pytest.mark.parametrize("workers, gpus, expected", [
+    (2, ["0", "1"], [["0"], ["1"]]),  # each running step its own GPU
+    (1, ["0", "1"], [[None]]),  # one step at a time sees every GPU
+    (3, [], [[None], [None], [None]]),  # no GPU: nothing set
+])
+def test_steps_that_run_at_once_on_a_multi_gpu_machine_get_a_gpu_each(workers, gpus, expected):
+    local = executors.LocalExecutor(workers, lambda: None, gpus)
+    taken = [[local._take_gpu()] for _ in expected]
+    assert taken == expected
+
+
+def test_a_launch_gives_its_step_process_its_gpu_without_touching_this_process(tracking_store, monkeypatch):
+    started = []
+    monkeypatch.setattr(executors, "run_step_process", lambda command, environment: started.append(environment) or 0)
+    experiment_id = MlflowClient().create_experiment("gpus")
+    before = dict(os.environ)
+    run_id = main.launch("target", {"task": "xnli"}, "key1", "", experiment_id, devices="1")
+    [environment] = started
+    assert (environment["CUDA_VISIBLE_DEVICES"], environment["MLFLOW_RUN_ID"]) == ("1", run_id)
+    assert dict(os.environ) == before
+    run = MlflowClient().get_run(run_id)
+    assert (run.info.status, run.data.tags["xlt.devices"], run.data.tags["xlt.node"]) == (
+        "FINISHED", "1", socket.gethostname())
+
+
+def test_of_two_drivers_started_at_once_the_younger_gives_way(tracking_store):
+    client = MlflowClient()
+    experiment_id = client.create_experiment("race")
+    tags = {"xlt.phase": "main", "xlt.study_key": "k1", "xlt.heartbeat": f"{time.time():.0f}",
+            "xlt.driver": executors.driver_identity()}  # both alive: this process
+    older = client.create_run(experiment_id, start_time=1_000, tags=tags).info.run_id
+    younger = client.create_run(experiment_id, start_time=2_000, tags=tags).info.run_id
+    main.yield_to_older_driver({"study_key": "k1"}, older)  # the older one goes on
+    with pytest.raises(XstiltsInputError, match=f"study run {older} of this config is RUNNING"):
+        main.yield_to_older_driver({"study_key": "k1"}, younger)
+
+
+def test_the_scheduling_benchmarks_critical_path_and_level_sum_are_worked_out_by_hand(tmp_path):
+    from benchmarks.scheduling import GRID, step_durations
+
+    # Fast steps 2 s, the none arm's targets 6 s. Critical path: none target 6 + its evaluation 2 = 8 (an arm with an
+    # intermediate run: 2 + 2 + 2 = 6). Levels: {none targets, intermediates} 6, {none evaluations, other targets} 2,
+    # {other evaluations} 2 = 10. The widest level, per seed: 2 none evaluations + 2 arms x 2 targets, x 2 seeds = 12.
+    assert step_durations(write(tmp_path, GRID), 2.0) == (8.0, 10.0, 12)
