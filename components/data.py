@@ -900,6 +900,8 @@ def stage_params(stages: list[TrainingData], config) -> dict[str, str]:
         prefix = f"stage{number}_" if len(stages) > 1 else ""
         described = {**({"task": stage.task} if prefix else {}), **stage.params, **stage_sizes(stage, config)}
         params.update({f"{prefix}{key}": value for key, value in described.items()})
+    if len(stages) > 1:  # the run's own protocol, which tells `evaluate` what it may score: its task's (last) stage's
+        params["data_protocol"] = stages[-1].params["data_protocol"]
     return params
 
 

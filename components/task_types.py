@@ -253,9 +253,10 @@ class MultipleChoiceHandler(AccuracyHandler):
         features = []
         for example in examples:
             endings = [f"{example['question']} {choice}".strip() for choice in example["choices"]]
-            # Long contexts (Cosmos QA) are cut, never the question and choice; CommonsenseQA has no context.
+            # Long contexts (Cosmos QA) are cut; the question and choice only where they would not fit even after
+            # the context (where "only_first" raises); CommonsenseQA has no context.
             texts = ([example["context"]] * len(endings), endings) if example["context"] else (endings,)
-            encoded = tokenizer(*texts, truncation="only_first", max_length=max_length)
+            encoded = tokenizer(*texts, truncation="longest_first", max_length=max_length)
             features.append({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
                              "labels": example["label"]})
         return features

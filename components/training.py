@@ -18,6 +18,7 @@ from components.data import Example, TrainingData
 from components.errors import XstiltsInputError
 from components.models import ResolvedModel, load_pretrained, max_input_length
 from components.options import PRECISIONS, TRAINING, option_defaults
+from components.progress import banner, show_progress
 from components.tasks import TaskSpec, TaskType, get_task
 from components.task_types import handler_for
 from components.vocabulary import TrimmedVocabulary
@@ -164,8 +165,12 @@ def train(spec: TaskSpec, init: ResolvedModel, tokenizer, stages: Sequence[Train
     if config.trim_vocabulary and setup_model:
         raise XstiltsInputError("trim_vocabulary is for full fine-tuning: adapter methods train no word embeddings")
     labels = spec.labels
+    for stage in stages:
+        banner(f"tokenizing {stage.task}: {len(config.train_subset(stage.train)):,} training and "
+               f"{len(config.select_subset(stage.select)):,} selection items, max length {config.max_length}")
     encoded = [StageFeatures.encode(handler, tokenizer, stage, config, labels) for stage in stages]
     torch.manual_seed(config.seed)
+    banner(f"loading {init.name} with a fresh {spec.name} head")
     model = load_task_model(spec, init)
     if setup_model:
         setup_model(model)
@@ -178,8 +183,8 @@ def train(spec: TaskSpec, init: ResolvedModel, tokenizer, stages: Sequence[Train
         encoded = [stage.renumbered(vocabulary) for stage in encoded]
         full_embeddings = vocabulary.shrink(model)
     for number, (stage, features) in enumerate(zip(stages, encoded), start=1):
-        trainer = _stage_trainer(spec, handler, model, tokenizer, features, config, output_dir / f"stage{number}",
-                                 callbacks_for(stage))
+        trainer = show_progress(_stage_trainer(spec, handler, model, tokenizer, features, config,
+                                               output_dir / f"stage{number}", callbacks_for(stage)), stage.task)
         trainer.train()
         model = trainer.model  # load_best_model_at_end has restored the stage's best epoch
     if config.trim_vocabulary:
@@ -198,6 +203,8 @@ def load_task_model(spec: TaskSpec, init: ResolvedModel) -> torch.nn.Module:
     # Multiple choice has no label set: its head scores each choice.
     label_maps = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
                   "label2id": {label: index for index, label in enumerate(labels)}} if labels else {}
+    if spec.task_type is TaskType.EXTRACTIVE_QA:  # start and end logits, whatever an intermediate run's labels were
+        label_maps = {"num_labels": 2}
     return load_pretrained(handler_for(spec).auto_model, init, ignore_mismatched_sizes=True, **label_maps)
 
 

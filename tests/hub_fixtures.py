@@ -1,4 +1,5 @@
-"""Tiny Hugging Face Hub datasets, in the exact schemas of the Hub-only tasks, that `datasets.load_dataset(<hub id>)`
+"""Tiny Hugging Face Hub datasets, in the exact schemas of the Hub-only tasks (and of the Hub splits and texts the
+shipped configs need beyond the bundle: PAWS-X English training, Wikipedia), that `datasets.load_dataset(<hub id>)`
 finds offline: the real Hub code path of `components.data.load_split`, with no test hook in production code.
 
 Offline (HF_HUB_OFFLINE=1 / HF_DATASETS_OFFLINE=1), datasets 5.0.1 answers `load_dataset("<org>/<name>", config)` from
@@ -75,9 +76,12 @@ HUB_FIXTURES = {
         "label": ClassLabel(names=["not_duplicate", "duplicate"]), "idx": Value("int32")}),
         {split: [{"question1": "How do I learn Python?", "question2": "What is the best way to learn Python?",
                   "label": label, "idx": 0}] for split, label in (("train", 1), ("validation", 0), ("test", -1))}),
+    # Two training questions: XQuAD and LAReQA select on the last SQuAD training items (`select_holdout`), and a
+    # shrunk study (components.grid.shrunk) holds one back.
     "squad": HubFixture("plain_text", SQUAD_FEATURES, {
-        split: [_squad_row("5733be284776f41900661182", "Where is Normandy?", ["France"])]
-        for split in ("train", "validation")}),
+        "train": [_squad_row("5733be284776f41900661182", "Where is Normandy?", ["France"]),
+                  _squad_row("5733be284776f41900661183", "Who gave their name to Normandy?", ["The Normans"])],
+        "validation": [_squad_row("5733be284776f41900661182", "Where is Normandy?", ["France"])]}),
     "squad_v2": HubFixture("squad_v2", SQUAD_FEATURES, {
         split: [_squad_row("56ddde6b9a695914005b9628", "In what country is Normandy located?", ["France"]),
                 _squad_row("5ad39d53604f3c001a3fe8d1", "Who gave their name to Normandy in the 1000s?", [])]
@@ -89,24 +93,67 @@ HUB_FIXTURES = {
         {"train": [_HELLASWAG_ROW], "validation": [_HELLASWAG_ROW], "test": [{**_HELLASWAG_ROW, "label": ""}]}),
 }
 
+# Tasks the bundle holds in part, where a shipped config needs a split that only the Hub has: PAWS-X's English
+# training set (configs/paper.yaml trains PAWS-X under the standard protocol). Schema: TFDS community catalog
+# `huggingface:paws-x/en` (version 1.1.0): id int32, sentence1, sentence2, label ClassLabel("0", "1"); splits train,
+# validation, test.
+BUNDLE_GAP_FIXTURES = {
+    "pawsx": HubFixture("en", datasets.Features({
+        "id": Value("int32"), "sentence1": Value("string"), "sentence2": Value("string"),
+        "label": ClassLabel(names=["0", "1"])}),
+        {split: [{"id": 1, "sentence1": "In Paris, in October 1560, he secretly met the English ambassador.",
+                  "sentence2": "In October 1560, he secretly met the English ambassador in Paris.", "label": 1}]
+         for split in ("train", "validation", "test")}),
+}
+FIXTURES = {**HUB_FIXTURES, **BUNDLE_GAP_FIXTURES}
 
-def write_hub_fixtures(cache_dir: Path, tasks=tuple(HUB_FIXTURES)) -> Path:
-    """Writes the fixtures of `tasks` as prepared datasets under `cache_dir` (a `HF_DATASETS_CACHE`); returns it."""
+
+# Language-adapter text (configs/xtreme-r-adapters.yaml: `text_source: hf:wikimedia/wikipedia:20231101.{lang}:text`,
+# streamed by components.corpus) in the languages the shrunk studies of tests/test_configs.py evaluate, and the
+# source language of its Arabic intermediate arm (PAN-X). Schema:
+# dataset card of wikimedia/wikipedia: id, url, title, text (strings); configs <dump date>.<lang>; one split, train.
+WIKIPEDIA = ("wikimedia/wikipedia", "20231101.{lang}")
+WIKIPEDIA_PARAGRAPHS = {
+    "en": ["Normandy is a region in northern France.", "The Normans gave their name to it.",
+           "Its capital is Rouen.", "It borders the English Channel."],
+    "de": ["Die Normandie ist eine Region im Norden Frankreichs.", "Die Normannen gaben ihr den Namen.",
+           "Ihre Hauptstadt ist Rouen.", "Sie grenzt an den Ärmelkanal."],
+    "sw": ["Normandy ni eneo la kaskazini mwa Ufaransa.", "Wanormani waliipa jina lake.",
+           "Mji mkuu wake ni Rouen.", "Inapakana na Mlango wa Kiingereza."],
+    "ar": ["نورماندي منطقة في شمال فرنسا.", "أعطاها النورمان اسمهم.", "عاصمتها روان.", "تطل على بحر المانش."],
+}
+WIKIPEDIA_FEATURES = datasets.Features({"id": Value("string"), "url": Value("string"), "title": Value("string"),
+                                        "text": Value("string")})
+TEXT_FIXTURES = {
+    (WIKIPEDIA[0], WIKIPEDIA[1].format(lang=lang)): HubFixture(WIKIPEDIA[1].format(lang=lang), WIKIPEDIA_FEATURES, {
+        "train": [{"id": "1", "url": f"https://{lang}.wikipedia.org/wiki/Normandy", "title": "Normandy",
+                   "text": "\n".join(paragraphs)}]})
+    for lang, paragraphs in WIKIPEDIA_PARAGRAPHS.items()}
+
+
+def write_hub_fixtures(cache_dir: Path, tasks=tuple(FIXTURES)) -> Path:
+    """Writes the fixtures of `tasks`, and the language-adapter texts, as prepared datasets under `cache_dir` (a
+    `HF_DATASETS_CACHE`); returns it."""
     for task in tasks:
-        fixture, (dataset_id, _) = HUB_FIXTURES[task], get_task(task).hf_dataset
-        name = dataset_id.split("/")[-1]
-        folder = cache_dir / dataset_id.replace("/", "___") / fixture.config / "0.0.0" / FIXTURE_HASH
-        folder.mkdir(parents=True, exist_ok=True)
-        splits = datasets.SplitDict(dataset_name=name)
-        for split, rows in fixture.rows.items():
-            with ArrowWriter(features=fixture.features, path=str(folder / f"{name}-{split}.arrow")) as writer:
-                for row in rows:
-                    writer.write(fixture.features.encode_example(row))
-                count, size = writer.finalize()
-            splits.add(datasets.SplitInfo(name=split, num_examples=count, num_bytes=size, dataset_name=name))
-        datasets.DatasetInfo(features=fixture.features, dataset_name=name, config_name=fixture.config,
-                             splits=splits).write_to_directory(str(folder))
+        _write_prepared(cache_dir, get_task(task).hf_dataset[0], FIXTURES[task])
+    for (dataset_id, _), fixture in TEXT_FIXTURES.items():
+        _write_prepared(cache_dir, dataset_id, fixture)
     return cache_dir
+
+
+def _write_prepared(cache_dir: Path, dataset_id: str, fixture: HubFixture) -> None:
+    name = dataset_id.split("/")[-1]
+    folder = cache_dir / dataset_id.replace("/", "___") / fixture.config / "0.0.0" / FIXTURE_HASH
+    folder.mkdir(parents=True, exist_ok=True)
+    splits = datasets.SplitDict(dataset_name=name)
+    for split, rows in fixture.rows.items():
+        with ArrowWriter(features=fixture.features, path=str(folder / f"{name}-{split}.arrow")) as writer:
+            for row in rows:
+                writer.write(fixture.features.encode_example(row))
+            count, size = writer.finalize()
+        splits.add(datasets.SplitInfo(name=split, num_examples=count, num_bytes=size, dataset_name=name))
+    datasets.DatasetInfo(features=fixture.features, dataset_name=name, config_name=fixture.config,
+                         splits=splits).write_to_directory(str(folder))
 
 
 def hub_env(cache_dir: Path) -> dict[str, str]:
@@ -122,7 +169,8 @@ def hub_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def hub_datasets(hub_cache, monkeypatch) -> Path:
-    """Every Hub-only task's fixture, for this process (datasets read its cache path at import) and its children."""
+    """Every fixture (Hub-only tasks, and the Hub splits the bundle lacks), for this process (datasets read its cache
+    path at import) and its children."""
     for key, value in hub_env(hub_cache).items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", hub_cache)
@@ -130,4 +178,5 @@ def hub_datasets(hub_cache, monkeypatch) -> Path:
     return hub_cache
 
 
-__all__ = ["HUB_FIXTURES", "write_hub_fixtures", "hub_env", "hub_cache", "hub_datasets"]
+__all__ = ["HUB_FIXTURES", "BUNDLE_GAP_FIXTURES", "FIXTURES", "TEXT_FIXTURES", "write_hub_fixtures", "hub_env",
+           "hub_cache", "hub_datasets"]
