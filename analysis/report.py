@@ -347,6 +347,30 @@ def _save(figure, path: Path) -> None:
     plt.close(figure)
 
 
+HEADLINE_COLUMNS = (("task_averages", ("avg", "avg_no_en")), ("task_gains", ("gain", "gain_no_en")))
+
+
+def metric_safe(label: str) -> str:
+    """A configuration label in the characters MLflow metric keys allow (letters, digits, `_ - . : space /`), without
+    `/` (which would open a chart section): `full · xlm-roberta-base · anli(en)` -> `full : xlm-roberta-base :
+    anli-en`."""
+    return re.sub(r"[^\w.\- :]", "_", label.replace(" · ", " : ").replace("(", "-").replace(")", ""))
+
+
+def headline_metrics(analysis: Analysis) -> dict[str, float]:
+    """The study's headline numbers as metrics of the analysis run: per configuration and target task, on the task's
+    score metric, the task average with and without English (`avg`, `avg_no_en`, mean over seeds) and its gain over
+    the no-intermediate baseline (`gain`, `gain_no_en`); keys `<name>/<task>/<configuration>` (`metric_safe`).
+    Values that could not be computed (incomplete cells, no baseline) are left out."""
+    metrics = {}
+    for table, columns in HEADLINE_COLUMNS:
+        for _, row in _headline(getattr(analysis, table)).iterrows():
+            for column in columns:
+                if pd.notna(row[column]):
+                    metrics[f"{column}/{row['target_task']}/{metric_safe(config_label(row))}"] = float(row[column])
+    return metrics
+
+
 def summary(collected: Collected, analysis: Analysis, folder: Path, run_id: str) -> str:
     """A few lines for the terminal: what was read, the main table, the overall scores, the notes."""
     ignored = ", ".join(f"{count} {status}" for status, count in collected.ignored_runs.items()) or "none"

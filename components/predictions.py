@@ -6,12 +6,16 @@ debug cap, the dev-split protocol's evaluation part, a capped BUCC split): `dev-
 `predictions/<task>/manifest.json` lists each file with its language, split, item count, the split's size and the
 items' positions in the split's file (0-based ranges: `1998-2489`). Only a file named `test-<lang>.<ext>` and listed
 as complete is an XTREME submission file (`analysis.submission` assembles those).
+
+Beside each file, `predictions/<task>/<file name>.table.json` holds the same predictions as an MLflow table (one row
+per item: `id`, its position in the split; `input`; `gold`; `prediction`; `correct`), which the artifact viewer and
+the Compare view show (`prediction_table`).
 """
 
 import json
 from dataclasses import dataclass, fields
 
-from components.data import item_ranges
+from components.data import Example, item_ranges
 
 MANIFEST = "manifest.json"
 
@@ -61,3 +65,40 @@ def prediction_file(lang: str, split: str, extension: str, content: str, indices
 def manifest(files: list[PredictionFile]) -> str:
     """`manifest.json`: one entry per file, in the order written."""
     return json.dumps([file.manifest_entry() for file in files], indent=1, ensure_ascii=False) + "\n"
+
+
+TABLE_COLUMNS = ("id", "input", "gold", "prediction", "correct")
+TEXT_SEPARATOR = " ‖ "  # between the texts of one input (premise ‖ hypothesis, context ‖ question)
+
+
+def table_name(file: PredictionFile) -> str:
+    return f"{file.name}.table.json"
+
+
+def _row(example: Example, prediction) -> tuple[str, str, str]:
+    """(input, gold, prediction) of one item as text, by the example's task type: classification (`text_a`, `label`),
+    tagging (`tokens`, `tags`: one tag per word), multiple choice (`choices`: the chosen choice's text), extractive
+    QA (`answers`: any gold answer; the prediction is (question id, answer))."""
+    if "tokens" in example:
+        return " ".join(example["tokens"]), " ".join(example["tags"]), " ".join(prediction)
+    if "choices" in example:
+        texts = [example["context"], example["question"]]
+        return (TEXT_SEPARATOR.join(text for text in texts if text), example["choices"][example["label"]],
+                example["choices"][prediction])
+    if "answers" in example:
+        return (TEXT_SEPARATOR.join((example["question"], example["context"])),
+                TEXT_SEPARATOR.join(example["answers"]["text"]), prediction[1])
+    texts = [example["text_a"], example.get("text_b", "")]
+    return TEXT_SEPARATOR.join(text for text in texts if text), example["label"], prediction
+
+
+def prediction_table(examples: list[Example], predictions: list, indices: tuple[int, ...] | range) -> dict[str, list]:
+    """`TABLE_COLUMNS` as columns: one row per example, `id` its 0-based position in the split's file; `correct`:
+    the prediction equals the gold (for tagging, every word's tag; for QA, one of the gold answers)."""
+    columns = {column: [] for column in TABLE_COLUMNS}
+    for index, example, prediction in zip(indices, examples, predictions):
+        text, gold, predicted = _row(example, prediction)
+        golds = example["answers"]["text"] if "answers" in example else [gold]
+        for column, value in zip(TABLE_COLUMNS, (index, text, gold, predicted, predicted in golds)):
+            columns[column].append(value)
+    return columns

@@ -45,6 +45,7 @@ def run_training_phase(phase: str, task: str, train_lang: str, init_run_id: str,
         stages = training_stages(spec, protocol, train_lang, train_source=train_source_override,
                                   select_holdout=select_holdout)
         tracking.log_params(stage_params(stages, config))
+        tracking.log_training_inputs(stages, config.train_subset, config.select_subset, train_lang)
         with tempfile.TemporaryDirectory(prefix=f"xstilts-{phase}-") as work_dir:
             init = (resolve_model(str(tracking.download_model(init_run_id, "intermediate", Path(work_dir))))
                     if init_run_id and method.method.encoder_from_upstream else resolved)
@@ -55,6 +56,7 @@ def run_training_phase(phase: str, task: str, train_lang: str, init_run_id: str,
                            setup_model=setup)
             if setup:
                 log_adapter_outputs(setup, spec.labels, result, Path(work_dir))
+                tracking.log_model_entity([tracking.ADAPTERS_ARTIFACT, tracking.HEADS_ARTIFACT])
             else:
                 log_trained_model(encoder_of(result.model) if hand_on_encoder_only else result.model, tokenizer,
                                   result, Path(work_dir))
@@ -75,6 +77,7 @@ def log_trained_model(model, tokenizer, result, work_dir: Path) -> None:
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     tracking.log_dir(model_dir, tracking.MODEL_ARTIFACT)
+    tracking.log_model_entity([tracking.MODEL_ARTIFACT])
 
 
 __all__ = ["ZERO_SHOT_SOURCE_LANG", "run_training_phase", "training_params", "log_trained_model"]

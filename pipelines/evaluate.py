@@ -2,14 +2,19 @@
 
 - Trained tasks: `--train-run-id`, a FINISHED `target` run whose `model/` (encoder and head) predicts. Its params
   (task, intermediate task, source language, model, method, seed) are copied so the analysis stage finds
-  everything on the evaluate run.
+  everything on the evaluate run; its other params (training settings) as `target/<param>`, and its English
+  selection score `select/<task>/en/<metric>` as a metric, so that a Compare of evaluate runs relates them.
 - Retrieval without task training (`--retrieval-task tatoeba|bucc2018|lareqa|mewslix`): the encoder is the `model/`
   of a FINISHED `intermediate` or `target` run (`--encoder-run-id`) or a base model (`--encoder-model`). Pooled hidden
   states of one layer, then cosine nearest neighbour (Tatoeba), ratio-margin mining with a threshold from the dev gold (BUCC), or ranking of
   the candidate pool (the dual-encoder tasks LAReQA and Mewsli-X, whose `target` runs are scored the same way).
 
 Reads: the runs and models above, and the task's evaluation data in each language (README: Data).
-Writes: metrics `eval/<task>/<lang>/<metric>` and `eval_examples/<task>/<lang>/n`, params `eval_split/<task>/<lang>`
+Writes: metrics `eval/<task>/<lang>/<metric>` and `eval_examples/<task>/<lang>/n`; the same scores as
+`<task>.<metric>/<lang>` with the task averages `<task>.<metric>/{avg,avg_no_en,avg_low_resource}` (over the
+languages evaluated, without English, and those of configs/low_resource_languages.yaml; params
+`<average>_langs/<task>` name them), one chart section per task and metric in the MLflow UI; params
+`eval_split/<task>/<lang>`
 (the split scored in that language: test, or dev where test labels are not available) and, for trained tasks,
 `eval_split_reason/<task>/<lang>` (why; see `components.data.choose_evaluation_split`), `optimistic/<task>/<lang>`
 where that language's score is optimistic (why: `components.data.optimistic_score_reason`, BUCC's in-sample
@@ -17,7 +22,9 @@ threshold); for tagging `tagging_long_sentences` (how sentences longer than `max
 `eval_details/bucc2018/<lang>/{threshold,candidates,predicted}` (no registry metric, so kept out of `eval/`); artifacts
 `predictions/<task>/<split>-<lang>[.<n>-of-<N>].<ext>` in the XTREME file format, named by the split and items they
 hold, and `predictions/<task>/manifest.json` listing them (`components.predictions`; `analysis.submission` assembles
-the complete test files into the XTREME submission layout).
+the complete test files into the XTREME submission layout), beside each trained task's file its MLflow table
+`<file>.table.json` (id, input, gold, prediction, correct); dataset inputs `<task>-<split>-<lang>` (context testing)
+and, for trained tasks, the target run's LoggedModel as a model input.
 """
 
 from pipelines.options import command
@@ -32,13 +39,14 @@ from typing import Callable, Iterable
 
 import click
 
+from analysis.benchmark import low_resource_langs
 from components import dual_encoder, tracking
-from components.data import EvaluationSplit, evaluation_sets, optimistic_score_reason
+from components.data import EvaluationSplit, evaluation_sets, item_ranges, optimistic_score_reason
 from components.errors import XstiltsInputError
-from components.evaluation import evaluate_language
+from components.evaluation import evaluate_language, task_averages
 from components.models import MODELS, ModelSpec, load_model, load_pretrained, load_tokenizer, resolve_model
 from components.options import DEFAULT_MODEL
-from components.predictions import MANIFEST, PredictionFile, manifest, prediction_file
+from components.predictions import MANIFEST, PredictionFile, manifest, prediction_file, prediction_table, table_name
 from components.retrieval import RETRIEVAL_TASKS, RetrievalResult, check_embedding_options, check_files, embed, \
     hidden_state_index
 from components.tasks import TASKS, TaskSpec, TaskType, get_task
@@ -51,6 +59,8 @@ from components.adapter_runs import (LANG_ADAPTER_PARAM, LangAdapterUse, check_l
 COPIED_PARAMS = ("task", "model", "method", "seed", "intermediate_task", "intermediate_source_lang", "init_run_id",
                  "data_protocol", "max_length", "lang_adapter_run_id", "lang_reduction_factor", "task_reduction_factor")
 ENCODER_PHASES = ("intermediate", "target")
+TRAINING_SETTINGS_PREFIX = "target/"
+SELECTION_SPLIT = "select"  # the split of the metric keys a target run logs its English selection scores under
 DUAL_ENCODER_TASKS = tuple(name for name, spec in TASKS.items() if spec.task_type is TaskType.DUAL_ENCODER_RETRIEVAL)
 RETRIEVAL_CHOICES = " | ".join((*RETRIEVAL_TASKS, *DUAL_ENCODER_TASKS))
 
@@ -119,7 +129,8 @@ def evaluate_trained(train_run_id: str, langs: str, batch_size: int, max_example
     each language is scored on `Stack(<its adapter>, task)` (see `components.adapter_runs.lang_adapter_plan`).
     """
     check_precision(precision)
-    upstream = tracking.finished_run(train_run_id, "target").data.params
+    upstream_run = tracking.finished_run(train_run_id, "target")
+    upstream = upstream_run.data.params
     spec = get_task(upstream["task"])
     languages = _languages(spec, langs)
     if max_examples < 0:
@@ -128,8 +139,13 @@ def evaluate_trained(train_run_id: str, langs: str, batch_size: int, max_example
     method = METHODS[upstream.get("method", "full")]
     plan = _lang_adapter_plan(method, upstream, languages, lang_adapter_runs, lang_adapter_fallback, max_examples)
     copied = {key: upstream[key] for key in COPIED_PARAMS if key in upstream}
-    params = {**copied, "train_run_id": train_run_id, "langs": ",".join(languages), "max_eval_examples": max_examples,
-              "eval_precision": precision, **handler.evaluation_params(int(upstream["max_length"]))}
+    # The rest of the target run's settings (lr, epochs, data sizes, ...) under `target/`, so that a Compare of
+    # evaluate runs shows what each scored model was trained with.
+    training_settings = {f"{TRAINING_SETTINGS_PREFIX}{key}": value for key, value in upstream.items()
+                         if key not in COPIED_PARAMS}
+    params = {**copied, **training_settings, "train_run_id": train_run_id, "langs": ",".join(languages),
+              "max_eval_examples": max_examples, "eval_precision": precision,
+              **handler.evaluation_params(int(upstream["max_length"]))}
     # Every language's data is read before the run starts, so that all languages without it are named at once.
     if spec.task_type is TaskType.DUAL_ENCODER_RETRIEVAL:
         score = _dual_encoder_scorer(dual_encoder.load_retrieval_data(spec, languages, max_examples or None))
@@ -137,6 +153,11 @@ def evaluate_trained(train_run_id: str, langs: str, batch_size: int, max_example
         evaluated = {lang: found.first(max_examples)
                      for lang, found in evaluation_sets(spec, upstream["data_protocol"], languages).items()}
     with tracking.phase_run("evaluate", params, tags={"task": spec.name}) as run_id:
+        # The English selection score the target run chose its checkpoint by, under the target run's own key.
+        tracking.log_metrics({key: value for key, value in upstream_run.data.metrics.items()
+                              if key.startswith(f"{SELECTION_SPLIT}/")}, step=0)
+        model_id = tracking.trained_model_id(train_run_id)
+        tracking.log_model_input(model_id)
         if method.adapters:
             tracking.log_params({tracking.language_param_key(LANG_ADAPTER_PARAM, spec.name, lang): use.described
                                  for lang, use in plan.items()})
@@ -162,17 +183,22 @@ def evaluate_trained(train_run_id: str, langs: str, batch_size: int, max_example
                              for lang in languages
                              if (reason := optimistic_score_reason(spec, upstream["data_protocol"], lang,
                                                                    select_holdout))})
-        written = []
+        written, scores = [], {}
         for lang, found in evaluated.items():
             use_language(lang)
+            tracking.log_dataset(spec.name, found.choice.split, lang, item_ranges(found.indices), found.examples,
+                                 "testing")
             result = evaluate_language(spec, model, tokenizer, found.examples, labels,
                                        int(upstream["max_length"]), batch_size, precision)
-            tracking.log_language_metrics("eval", spec.name, lang, result.metrics)
-            tracking.log_language_metrics("eval_examples", spec.name, lang, {"n": result.n_examples})
+            tracking.log_evaluation(spec.name, lang, result.metrics, result.n_examples)
+            scores[lang] = result.metrics
             written.append(prediction_file(lang, found.choice.split, handler.prediction_extension,
                                            result.prediction_file, found.indices, found.split_size))
             _log_prediction_files(spec.name, written)
+            tracking.log_table(prediction_table(found.examples, result.predictions, found.indices),
+                               f"{tracking.PREDICTIONS_ARTIFACT}/{spec.name}/{table_name(written[-1])}")
             _echo_metrics(spec.name, lang, result.metrics)
+        tracking.log_task_averages(spec.name, task_averages(scores, low_resource_langs("")), model_id)
     return run_id
 
 
@@ -317,10 +343,10 @@ def _encoder_params(upstream, model_name: str) -> dict[str, str]:
 
 
 def _log_retrieval_results(task: str, results: Iterable[tuple[str, RetrievalResult]]) -> None:
-    written = []
+    written, scores = [], {}
     for lang, result in results:
-        tracking.log_language_metrics("eval", task, lang, result.metrics)
-        tracking.log_language_metrics("eval_examples", task, lang, {"n": result.n_examples})
+        tracking.log_evaluation(task, lang, result.metrics, result.n_examples)
+        scores[lang] = result.metrics
         tracking.log_language_metrics("eval_details", task, lang, result.details)
         tracking.log_params({tracking.language_param_key(name, task, lang): value
                              for name, value in result.notes.items()})
@@ -328,3 +354,4 @@ def _log_retrieval_results(task: str, results: Iterable[tuple[str, RetrievalResu
             written.append(file)
             _log_prediction_files(task, written)
         _echo_metrics(task, lang, result.metrics)
+    tracking.log_task_averages(task, task_averages(scores, low_resource_langs("")))

@@ -8,7 +8,8 @@ Writes: `adapters/lang_<lang>/` (the adapter: bottleneck + invertible, `seq_bn_i
 head, without the word embeddings it shares with the base model) and `corpus/composition.json`; params: the corpus's
 size and composition, what it left out of each studied task (`corpus_excluded_items/<task>`: per protocol, the split
 and items an evaluation scores, which `evaluate` checks against what it scores), `lang_reduction_factor`, trainable
-and total parameter counts; metric `train/mlm/loss`.
+and total parameter counts; metric `train/mlm/loss`; the corpus as the dataset input `corpus-<text source>-<lang>`
+and the adapter as a LoggedModel pointing at `adapters/` and `heads/`.
 """
 
 from pipelines.options import command, echo_run
@@ -58,6 +59,7 @@ def run_lang_adapter(lang: str, model_name: str, init_run_id: str, text_source: 
             tracking.log_params({"intermediate_task": upstream.get("task", "")})
         corpus = build_corpus(lang, text_source, studied, protocols, max_texts).capped(max_texts, config.seed)
         tracking.log_params(corpus.params())
+        tracking.log_dataset("corpus", text_source, lang, f"{len(corpus.texts)} texts", corpus.texts, "training")
         tracking.log_text(json.dumps(corpus.composition(), indent=1), f"{tracking.CORPUS_ARTIFACT}/composition.json")
         with tempfile.TemporaryDirectory(prefix="xstilts-lang-adapter-") as work_dir:
             base = (resolve_model(str(tracking.download_model(init_run_id, "intermediate", Path(work_dir))))
@@ -69,5 +71,7 @@ def run_lang_adapter(lang: str, model_name: str, init_run_id: str, text_source: 
                                             callbacks=[tracking.MetricsCallback("mlm", lang)])
             tracking.log_dir(result.adapter_dir, f"{tracking.ADAPTERS_ARTIFACT}/{result.info.name}")
             tracking.log_dir(result.head_dir, f"{tracking.HEADS_ARTIFACT}/{result.info.name}")
+            tracking.log_model_entity([f"{tracking.ADAPTERS_ARTIFACT}/{result.info.name}",
+                                       f"{tracking.HEADS_ARTIFACT}/{result.info.name}"])
             tracking.log_params({"trainable_params": result.trainable_params, "total_params": result.total_params})
     return run_id

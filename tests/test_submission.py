@@ -153,7 +153,8 @@ def test_withheld_test_labels_are_scored_on_dev_logged_and_kept_out_of_a_submiss
         f"test: labels withheld in {words_only} (every line holds a word and no tag)"
     assert run.data.metrics["eval_examples/udpos/de/n"] == 5
     assert sorted(item.path for item in MlflowClient().list_artifacts(evaluate_id, "predictions/udpos")) == [
-        "predictions/udpos/dev-de.tsv", "predictions/udpos/manifest.json", "predictions/udpos/test-fr.tsv"]
+        "predictions/udpos/dev-de.tsv", "predictions/udpos/dev-de.tsv.table.json", "predictions/udpos/manifest.json",
+        "predictions/udpos/test-fr.tsv", "predictions/udpos/test-fr.tsv.table.json"]
 
     folder = tmp_path / "submission"
     code, out = make_submission("--output-dir", str(folder))

@@ -35,8 +35,9 @@ def test_a_run_shows_the_selected_evaluation_not_the_last(tracking_store):
     assert shown["select/xnli/en/loss"] == 0.9  # the selected epoch's loss too, not the last epoch's 1.1
 
 
-def test_a_run_without_checkpoints_shows_its_one_evaluation_past_the_training_steps(tracking_store):
-    """One evaluation in all: the Trainer keeps no checkpoint (no best step), and the run ends on that model."""
+def test_a_run_without_checkpoints_logs_its_one_evaluation_once(tracking_store):
+    """One evaluation in all: the Trainer keeps no checkpoint (no best step), and the run ends on that model, whose
+    value is already the one shown (the highest step): it is not logged a second time."""
     callback = tracking.MetricsCallback("xnli", "en")
     state = TrainerState(global_step=5)
     state.log_history.append({"eval_accuracy": 55.0, "epoch": 1.0, "step": 5})
@@ -44,4 +45,4 @@ def test_a_run_without_checkpoints_shows_its_one_evaluation_past_the_training_st
         callback.on_log(None, state, None, logs={"eval_accuracy": 55.0})
         callback.on_train_end(None, state, None)
     history = MlflowClient().get_metric_history(run.info.run_id, SELECT_KEY)
-    assert [(point.step, point.value) for point in history] == [(5, 55.0), (6, 55.0)]
+    assert [(point.step, point.value) for point in history] == [(5, 55.0)]
