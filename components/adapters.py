@@ -28,6 +28,7 @@ from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling, 
 
 from components.errors import XstiltsInputError
 from components.options import LANG_ADAPTER, METHOD, option_defaults
+from components.progress import show_progress
 from components.models import IGNORED_LABEL, ResolvedModel, load_pretrained  # the MLM label of unmasked positions
 from components.training import check_precision
 
@@ -312,13 +313,13 @@ def train_language_adapter(base: ResolvedModel, base_label: str, tokenizer, text
     host.train(name)
     encoded = tokenizer(list(texts), truncation=True, max_length=config.max_length, return_special_tokens_mask=True)
     features = [dict(zip(encoded.keys(), values)) for values in zip(*encoded.values())]
-    trainer = Trainer(
+    trainer = show_progress(Trainer(
         model=MaskedPositionsLM(host),
         args=_mlm_arguments(config, output_dir / "trainer"),
         train_dataset=features,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=config.mlm_probability),
         callbacks=list(callbacks),
-    )
+    ), f"language adapter {lang}")
     outcome = trainer.train()
     adapter_dir, head_dir = output_dir / "adapter", output_dir / "head"
     host.save(name, adapter_dir)

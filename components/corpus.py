@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Mapping
 from components.data import (COPA_QUESTIONS, PROTOCOLS, READERS, EvaluationSet, Example, UnlabeledSplitError,
                              evaluation_set, item_ranges, resolve_protocol)
 from components.errors import XstiltsInputError
+from components.progress import banner
 from components.retrieval import read_aligned_pairs, read_bucc_sentences
 from components.settings import data_root
 from components.tasks import TASKS, TaskSpec, TaskType
@@ -217,6 +218,8 @@ def build_corpus(lang: str, text_source: str, excluded_eval_of: tuple[str, ...],
     """
     check_language_code(lang)
     root = root or data_root()
+    banner(f"collecting {lang} text from {text_source} (without the evaluation items of {len(excluded_eval_of)} "
+           "tasks)")
     bundle = _bundle_sources(lang, root)
     if text_source == BUNDLE_SOURCE:
         sources = [(f"{task} {split}", texts) for task, split, texts in bundle]

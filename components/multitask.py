@@ -22,6 +22,7 @@ from transformers.utils import find_labels
 from components.data import Example, TrainingData, resolve_protocol, stage_sizes, training_stages
 from components.errors import XstiltsInputError
 from components.models import ResolvedModel, load_model
+from components.progress import show_progress
 from components.task_types import TaskHandler, handler_for
 from components.tasks import TaskSpec, get_task
 from components.training import (TrainConfig, check_selection_language, freeze_word_embeddings, load_task_model,
@@ -273,12 +274,12 @@ def train_multitask(mixture: Mixture, init: ResolvedModel, tokenizer, config: Tr
     # back to examples by position), which length grouping would shuffle. A checkpoint holds the shared encoder once
     # per task model, and safetensors refuses tensors that share memory.
     args.group_by_length, args.save_safetensors = False, False
-    trainer = MultiTaskTrainer(
+    trainer = show_progress(MultiTaskTrainer(
         mixture, model=model, args=args, train_dataset=mixture.train_items(),
         eval_dataset={task.name: task.select_items() for task in mixture.tasks},
         data_collator=TaskCollator({task.name: task.handler.collator(tokenizer) for task in mixture.tasks}),
         callbacks=trainer_callbacks(config, callbacks),
-    )
+    ), "+".join(task.name for task in mixture.tasks))
     trainer.train()
     return MultiTaskResult(
         model=model,
