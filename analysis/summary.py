@@ -1,5 +1,5 @@
 """The demo's closing summary: what ran, the main table with only what was computed, and one line per question the
-study asks (README: what the suite answers), read from the tracking store and the Optuna journal.
+study asks (README.md: what the suite answers), read from the tracking store and the Optuna journal.
 
 Run after the `analysis` stage, with the same `--langs`:
 `python -m analysis.summary --experiment xstilts-demo --langs en,de,... --journal outputs/optuna/journal.log`.

@@ -75,7 +75,7 @@ INIT_RUN_ID = Option("init_run_id", str, "", "Run id of an `intermediate` run wh
 
 TRAINING = (
     MODEL,
-    Option("protocol", str, "auto", "Data protocol (README: Protocols); auto = the task's usual one.",
+    Option("protocol", str, "auto", "Data protocol (docs/data.md); auto = the task's usual one.",
            PROTOCOL_NAMES),
     LR,
     Option("epochs", float, 3.0, "Training epochs (fractions allowed)."),
@@ -99,7 +99,7 @@ TRAINING = (
     Option("compile_model", bool, False, "torch.compile the model before training."),
     Option("trim_vocabulary", bool, False, "Full fine-tuning: train only the word-embedding rows of the tokens the "
                                            "training and selection data use, written back into the full matrix at "
-                                           "the end (README: Speed)."),
+                                           "the end (docs/speed.md)."),
     Option("train_source_override", str, "", "Train on this task's English train split instead of the registry's "
                                              "sources (e.g. tydiqa for xquad/mlqa: no SQuAD offline); empty = the "
                                              "registry's."),
@@ -107,7 +107,7 @@ TRAINING = (
                                      "without an English dev split offline); 0 = dev split."),
 )
 METHOD = (
-    Option("method", str, "full", "Training method (README: MAD-X methods); intermediate takes full or madx.",
+    Option("method", str, "full", "Training method (docs/methods.md); intermediate takes full or madx.",
            METHOD_NAMES),
     Option("lang_adapter_run_id", str, "", "Adapter methods with language adapters: a FINISHED lang_adapter run in "
                                            "the training language."),
@@ -232,7 +232,7 @@ SUBMISSION = (
                                                     "submission wrote it."),
 )
 MAIN = (
-    Option("config", str, "configs/demo.yaml", "Study config (YAML; see configs/ and README: Study grids)."),
+    Option("config", str, "configs/demo.yaml", "Study config (YAML; see configs/ and docs/grids.md)."),
     Option("workers", int, 1, "Steps run at once when they do not depend on each other (needs a tracking server if "
                               "> 1)."),
     Option("force", str, "", "Rerun these entry points' steps even when cached: comma-separated lang_adapter, "

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Mapping
 
+from components.tasks import NO_INTERMEDIATE
+
 SEPARATOR = " · "
-NO_INTERMEDIATE = "none"
 NO_SEED = "none"
 # The run-name prefix of each phase where it differs from the entry point's name.
 NAME_PREFIXES = {"evaluate": "eval"}

@@ -9,7 +9,7 @@
   states of one layer, then cosine nearest neighbour (Tatoeba), ratio-margin mining with a threshold from the dev gold (BUCC), or ranking of
   the candidate pool (the dual-encoder tasks LAReQA and Mewsli-X, whose `target` runs are scored the same way).
 
-Reads: the runs and models above, and the task's evaluation data in each language (README: Data).
+Reads: the runs and models above, and the task's evaluation data in each language (docs/data.md).
 Writes: metrics `eval/<task>/<lang>/<metric>` and `eval_examples/<task>/<lang>/n`; the same scores as
 `<task>.<metric>/<lang>` with the task averages `<task>.<metric>/{avg,avg_no_en,avg_low_resource}` (over the
 languages evaluated, without English, and those of configs/low_resource_languages.yaml; params

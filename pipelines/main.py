@@ -1,6 +1,6 @@
 """`main`: runs a study grid (intermediate arms x targets x methods x seeds), every step a child of one parent run.
 
-Reads: `--config` (YAML, see configs/ and README: Study grids). Each step is an MLproject entry point launched with the
+Reads: `--config` (YAML, see configs/ and docs/grids.md). Each step is an MLproject entry point launched with the
 local env manager, as soon as its own upstream steps have run (`components.executors`): on this machine
 (`--executor local`, `--workers` at a time) or as Ray tasks (`--executor ray`); a step whose process or node died is
 retried `--max-retries` times. A step whose entry point, parameters (upstream run ids included) and code match a

@@ -31,7 +31,7 @@ COMMENTS = {
     "intermediate": "STILTs phase 2: fine-tunes the base encoder on one intermediate task (or several at once: "
                     "multi-task), or trains an intermediate-task adapter (method madx, for adapter_stilts).",
     "target": "STILTs phase 3: fine-tunes on the target task's English training data (zero-shot: English only).",
-    "tune": "An Optuna study of `target` (README: Tuning): every trial is a `target` run, a child of this study run. "
+    "tune": "An Optuna study of `target` (docs/tuning.md): every trial is a `target` run, a child of this study run. "
             "The code logs the study's own params (`study`, `study_storage`, `space/<name>`, `default/<name>`), so "
             "no parameter is named so; keep a database password out of `storage` (use PGPASSWORD or ~/.pgpass): -P "
             "values are logged.",
@@ -41,7 +41,7 @@ COMMENTS = {
                 "an encoder run or a base model).",
     "analysis": "XTREME / XTREME-R scores, gains, intervals and typology from a study's `evaluate` runs.",
     "submission": "The XTREME submission layout (<output_dir>/<task>/test-<lang>.<ext>) from a study's complete test "
-                  "predictions (README: Prediction files and submission); `run_params` narrows the runs to one "
+                  "predictions (docs/data.md); `run_params` narrows the runs to one "
                   "configuration (key=value params).",
 }
 WIDTH = 118

@@ -6,7 +6,7 @@
 #
 # The backend store is the `mlflow` database of the PostgreSQL cluster that scripts/postgres.sh starts in DIR/postgres
 # (Debian's packages, bound to 127.0.0.1); artifacts go to DIR/artifacts, served through the server. The server
-# listens on 127.0.0.1 only; for a server shared by several machines, see README: Scale-out (a password-protected
+# listens on 127.0.0.1 only; for a server shared by several machines, see docs/scale-out.md (a password-protected
 # database, --host 0.0.0.0 behind your firewall).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +21,8 @@ case "$command" in
     optuna_url=$(bash scripts/postgres.sh start "$dir/postgres" "$db_port")
     backend=${optuna_url%/optuna}/mlflow
     mkdir -p "$dir/artifacts"
-    setsid .venv/bin/mlflow server --backend-store-uri "$backend" --artifacts-destination "$dir/artifacts" \
+    # No server-side job runners (GenAI scorers, unused here): they take seconds to start and outlive a stop.
+    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid .venv/bin/mlflow server --backend-store-uri "$backend" --artifacts-destination "$dir/artifacts" \
       --host 127.0.0.1 --port "$port" >"$dir/server.log" 2>&1 < /dev/null &
     echo $! >"$dir/server.pid"
     for _ in $(seq 60); do
