@@ -19,7 +19,7 @@ from components.data import choose_evaluation_split, english_training_gap, sourc
 from components.errors import XstiltsInputError, not_utf8
 from components.methods import METHODS, NO_UPSTREAM, Method, unsupported_reason
 from components.models import DEFAULT_MODEL, check_model
-from components.retrieval import RETRIEVAL_TASKS, task_paths
+from components.retrieval import RETRIEVAL_TASKS, check_files, task_paths
 from components.settings import PROJECT_ROOT
 from components.training import check_max_length
 from components.tasks import NO_INTERMEDIATE, TaskSpec, TaskType, check_obtainable, get_task
@@ -283,8 +283,12 @@ def _check_target(path: Path, where: str, target, declared: dict[str, set[str]],
         with _naming(path, f"{where}.evaluate.langs", langs):
             if spec.task_type is TaskType.RETRIEVAL:
                 spec.check_lang(lang)
+                check_files(spec.name, [lang])
             else:
                 choose_evaluation_split(spec, protocol, lang)
+    if spec.task_type is TaskType.RETRIEVAL and "max_eval_examples" in evaluate:
+        raise XstiltsInputError(f"{path}: {where}.evaluate.max_eval_examples: {evaluate['max_eval_examples']!r}: "
+                                f"{spec.name} is scored on sentence pairs: cap them with max_pairs")
     if spec.task_type is not TaskType.RETRIEVAL:
         with _naming(path, f"{where}.task", spec.name):
             gap = english_training_gap(spec, protocol, str(target.get("train_source_override", "")),

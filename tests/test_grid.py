@@ -156,6 +156,11 @@ ONE = "seeds: [1]\nmethods: [full]\n"  # the settings every case below shares
     ("seeds: [1]\nmethods: [madx]\ntargets: [{task: panx}]\nlang_adapter: {max_length: 1024}\n",
      "lang_adapter.max_length 1024", "expected 10 to 512 tokens"),
     (ONE + "targets: [{task: xnli, tuned: 2}]\n", "targets[0].tuned: 2", "expected true, false or the"),
+    # The bundle holds BUCC's zh-en pairs only (../shared/data/README.md).
+    (ONE + "targets: [{task: bucc2018, evaluate: {langs: 'zh,de'}}]\n", "targets[0].evaluate.langs: 'zh,de'",
+     "/xtreme/download/bucc2018/de-en.dev.de, "),
+    (ONE + "targets: [{task: tatoeba, evaluate: {langs: de, max_eval_examples: 10}}]\n",
+     "targets[0].evaluate.max_eval_examples: 10", "tatoeba is scored on sentence pairs: cap them with max_pairs"),
 ])
 def test_bad_configs_are_one_line_naming_the_file_the_key_and_the_value(tmp_path, text, where, message):
     path = write(tmp_path, text)
