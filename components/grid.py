@@ -18,7 +18,7 @@ import yaml
 from components.data import choose_evaluation_split, english_training_gap, source_training_gap
 from components.errors import XstiltsInputError, not_utf8
 from components.methods import METHODS, NO_UPSTREAM, Method, unsupported_reason
-from components.models import DEFAULT_MODEL, check_model
+from components.models import DEFAULT_MODEL, check_model, hidden_state_count
 from components.retrieval import RETRIEVAL_TASKS, check_files, task_paths
 from components.settings import PROJECT_ROOT
 from components.training import check_max_length
@@ -289,6 +289,13 @@ def _check_target(path: Path, where: str, target, declared: dict[str, set[str]],
     if spec.task_type is TaskType.RETRIEVAL and "max_eval_examples" in evaluate:
         raise XstiltsInputError(f"{path}: {where}.evaluate.max_eval_examples: {evaluate['max_eval_examples']!r}: "
                                 f"{spec.name} is scored on sentence pairs: cap them with max_pairs")
+    layer = str(evaluate.get("retrieval_layer", "")).strip()
+    if spec.task_type is TaskType.RETRIEVAL and layer:
+        states = hidden_state_count(model)
+        if not layer.lstrip("-").isdigit() or not -states <= int(layer) < states:
+            raise XstiltsInputError(f"{path}: {where}.evaluate.retrieval_layer: {evaluate['retrieval_layer']!r}: "
+                                    f"expected an index into the {states} hidden states of {model} (0 = embeddings, "
+                                    f"{states - 1} or -1 = last layer)")
     if spec.task_type is not TaskType.RETRIEVAL:
         with _naming(path, f"{where}.task", spec.name):
             gap = english_training_gap(spec, protocol, str(target.get("train_source_override", "")),

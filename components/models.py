@@ -34,6 +34,7 @@ class ModelSpec:
         description: one line for listings and run descriptions.
         max_length: the longest input in tokens its position embeddings take (XLM-R's 514 positions less the 2 that
             its padding offset uses; multilingual-e5-small is an XLM-R-style encoder of the same size).
+        num_layers: its transformer layers (config.json `num_hidden_layers`): `hidden_states` has one more.
     """
 
     name: str
@@ -43,13 +44,14 @@ class ModelSpec:
     retrieval_layer: int = -1
     description: str = ""
     max_length: int = 512
+    num_layers: int = 12
 
 
 _SPECS = (
     ModelSpec(
         name="xlm-roberta-large", hub_id="xlm-roberta-large",
         # jiant's X-STILTs retrieval setting; XTREME's run_tatoeba.sh picks the same state (index 13 of the last 24).
-        retrieval_layer=14,
+        retrieval_layer=14, num_layers=24,
         description="XLM-R Large (560M), the model of the reference study; needs the Hub or its local cache",
     ),
     ModelSpec(
@@ -124,6 +126,16 @@ def max_input_length(name_or_path: str) -> int:
     config = json.loads((Path(name_or_path).expanduser() / "config.json").read_text(encoding="utf-8"))
     offset = config.get("pad_token_id", 1) + 1 if config.get("model_type") in ROBERTA_TYPES else 0
     return int(config["max_position_embeddings"]) - offset
+
+
+def hidden_state_count(name_or_path: str) -> int:
+    """How many hidden states the model returns (the embeddings and one per layer): the registry's layers, or a
+    local folder's config.json `num_hidden_layers`; reads config.json at most."""
+    check_model(name_or_path)
+    if name_or_path in MODELS:
+        return MODELS[name_or_path].num_layers + 1
+    config = json.loads((Path(name_or_path).expanduser() / "config.json").read_text(encoding="utf-8"))
+    return int(config["num_hidden_layers"]) + 1
 
 
 def load_tokenizer(resolved: ResolvedModel, **kwargs: Any) -> PreTrainedTokenizerBase:

@@ -161,6 +161,11 @@ ONE = "seeds: [1]\nmethods: [full]\n"  # the settings every case below shares
      "/xtreme/download/bucc2018/de-en.dev.de, "),
     (ONE + "targets: [{task: tatoeba, evaluate: {langs: de, max_eval_examples: 10}}]\n",
      "targets[0].evaluate.max_eval_examples: 10", "tatoeba is scored on sentence pairs: cap them with max_pairs"),
+    # multilingual-e5-small: 12 layers, so 13 hidden states (indices -13 to 12); XLM-R Large: 24 layers.
+    (ONE + "targets: [{task: tatoeba, evaluate: {langs: de, retrieval_layer: '14'}}]\n",
+     "targets[0].evaluate.retrieval_layer: '14'", "expected an index into the 13 hidden states of multilingual-e5-small"),
+    (ONE + "targets: [{task: tatoeba, evaluate: {langs: de, retrieval_layer: '-14'}}]\n",
+     "targets[0].evaluate.retrieval_layer: '-14'", "(0 = embeddings, 12 or -1 = last layer)"),
 ])
 def test_bad_configs_are_one_line_naming_the_file_the_key_and_the_value(tmp_path, text, where, message):
     path = write(tmp_path, text)
@@ -219,6 +224,13 @@ def test_a_config_without_runnable_cells(tmp_path):
     path = write(tmp_path, "seeds: [1]\nmethods: [adapter_stilts]\ntargets: [{task: xnli}]\n")
     with pytest.raises(XstiltsInputError, match=f"{path}: the study has no cell that its methods can run"):
         read_config(path, DECLARED)
+
+
+def test_a_retrieval_layer_is_checked_against_the_model_of_the_study(tmp_path):
+    """Layer 14 of XLM-R Large's 25 hidden states is the reference study's (configs/paper.yaml)."""
+    path = write(tmp_path, "model: xlm-roberta-large\n" + ONE
+                 + "targets: [{task: tatoeba, evaluate: {langs: de, retrieval_layer: '14'}}]\n")
+    assert read_config(path, DECLARED)["targets"][0]["evaluate"]["retrieval_layer"] == "14"
 
 
 @pytest.mark.parametrize("name", ["demo.yaml", "panx-methods.yaml"])
