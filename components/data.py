@@ -525,7 +525,9 @@ def _from_hub(spec: TaskSpec, split: str, lang: str) -> list[Example]:
     if convert is None:
         raise LookupError(f"no converter from the Hub's {dataset_id} rows to {spec.task_type.value} examples")
     source = f"hf://{dataset_id}/{config or ''}/{hub_split}"  # names the Hub split in errors, as a path would
-    return [convert(row, spec, lang, source, index) for index, row in enumerate(rows, start=1)]
+    prefix = f"{spec.hf_id_lang_prefixes[lang]}-" if spec.hf_id_lang_prefixes else ""
+    return [convert(row, spec, lang, source, index) for index, row in enumerate(rows, start=1)
+            if not prefix or row["id"].startswith(prefix)]
 
 
 def _hub_label(row: dict, spec: TaskSpec, source: str, index: int) -> str:

@@ -71,6 +71,8 @@ class TaskSpec:
         dev_split: the offline protocol when no English train split is available.
         hf_dataset: (dataset id, config pattern) for the Hugging Face `datasets` fallback; `{lang}` is substituted.
         hf_splits: our split name -> the Hub dataset's split name.
+        hf_id_lang_prefixes: where one Hub split holds every language (no config per language): each language's id
+            prefix, a row being the language's when its `id` starts with `<prefix>-`.
         xtreme_group / xtreme_r_group: the benchmark group used by analysis; None where the task is not in it.
         qa_scorer: extractive QA only: `squad` (English normalisation in every language, as XTREME scores XQuAD and
             TyDiQA-GoldP) or `mlqa` (MLQA's language-aware normalisation).
@@ -95,6 +97,7 @@ class TaskSpec:
     dev_split: DevSplit | None = None
     hf_dataset: tuple[str, str | None] | None = None
     hf_splits: dict[str, str] = field(default_factory=dict)
+    hf_id_lang_prefixes: dict[str, str] = field(default_factory=dict)
     xtreme_group: str | None = None
     xtreme_r_group: str | None = None
     qa_scorer: str = "squad"
@@ -217,6 +220,12 @@ _SPECS = (
         file_format="squad_json", withheld_label_splits=("dev",),
         hf_dataset=("google-research-datasets/tydiqa", "secondary_task"),
         hf_splits={"train": "train", "dev": "validation"},
+        hf_id_lang_prefixes={"ar": "arabic", "bn": "bengali", "en": "english", "fi": "finnish", "id": "indonesian",
+                             "ko": "korean", "ru": "russian", "sw": "swahili", "te": "telugu"},
+        hub_schema_source="dataset card of google-research-datasets/tydiqa, config secondary_task: id "
+                          "(`<language name>-<number>-<n>`, e.g. arabic-2387335860751143628-1), title, context, "
+                          "question, answers {text, answer_start}; splits train, validation; every language in one "
+                          "split",
         xtreme_group="qa", xtreme_r_group="qa",
     ),
     TaskSpec(

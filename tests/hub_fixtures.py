@@ -105,6 +105,15 @@ BUNDLE_GAP_FIXTURES = {
                   "sentence2": "In October 1560, he secretly met the English ambassador in Paris.", "label": 1}]
          for split in ("train", "validation", "test")}),
 }
+# TyDiQA-GoldP: the bundle has train files for en, ko and sw only; the Hub's `secondary_task` holds every language in
+# one split, told apart by the id prefix (schema: components.tasks, tydiqa's hub_schema_source).
+TYDIQA_CONTEXTS = {"arabic": "تقع نورماندي في شمال فرنسا.", "korean": "노르망디는 프랑스 북부에 있다.",
+                   "finnish": "Normandia sijaitsee Pohjois-Ranskassa."}
+BUNDLE_GAP_FIXTURES["tydiqa"] = HubFixture("secondary_task", SQUAD_FEATURES, {
+    split: [{"id": f"{language}-2387335860751143628-{number}", "title": "Normandy", "context": context,
+             "question": "?", "answers": {"text": [context[:4]], "answer_start": [0]}}
+            for number, (language, context) in enumerate(TYDIQA_CONTEXTS.items())]
+    for split in ("train", "validation")})
 FIXTURES = {**HUB_FIXTURES, **BUNDLE_GAP_FIXTURES}
 
 

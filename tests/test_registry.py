@@ -152,3 +152,12 @@ def test_hellaswag_examples_encode_one_input_per_ending(hub_datasets, tiny_model
     # Each input is the pair (ctx_a, ctx_b + ending).
     assert tokenizer.decode(feature["input_ids"][3], skip_special_tokens=True).endswith(
         "he starts pulling up roofing on a roof.")
+
+
+def test_tydiqa_from_the_hub_keeps_the_rows_of_the_asked_language(hub_datasets):
+    """The Hub's secondary_task mixes all languages in one split; Arabic and Finnish have no train file in the bundle."""
+    arabic = load_split(get_task("tydiqa"), "train", "ar")
+    assert [(example["id"], example["context"], example["lang"]) for example in arabic] == [
+        ("arabic-2387335860751143628-0", "تقع نورماندي في شمال فرنسا.", "ar")]
+    assert [example["id"] for example in load_split(get_task("tydiqa"), "dev", "fi")] == [
+        "finnish-2387335860751143628-2"]
