@@ -34,18 +34,22 @@ Definitions (the report states the same):
   the note names each seed that some tasks lack (`seed 3 missing in xnli, panx`) and the deterministic tasks
   (`tatoeba deterministic (seed none)`). Computed only when every task involved is complete.
 - **Low-resource average**: per seed, the mean over the task's languages that are in the low-resource list; complete
-  cells only.
+  cells only. The task averages, gains and differences carry it as `avg_low_resource` / `gain_low_resource`.
 - **Gain over the baseline**: per seed, configuration minus the no-intermediate run of the same method and model
   (paired by seed: the seed fixes the target phase's initialisation and data order; a deterministic run, seed `none`,
   pairs with every seed), per language and for the task averages; then mean, std and a 95% bootstrap interval over
   seeds. **Method difference**: the same with
-  "full fine-tuning of the same model and intermediate configuration" as the reference.
+  "full fine-tuning of the same model and intermediate configuration" as the reference. **Source-language
+  difference**: the same with "the same intermediate task, method and model, trained in English" as the reference
+  (`udpos(ja)` minus `udpos(en)`).
 - **Bootstrap interval**: percentile 95% interval of the mean of the per-seed gains (in seed order) over
   `n_resamples` resamples of the seeds with replacement (numpy `default_rng(bootstrap_seed)`, the same draw for every
   gain with the same number of seeds; `bootstrap_intervals` gives the exact formula); none with one seed.
 - **Gain vs distance**: Spearman rank correlation between the per-language gain (seed mean) and the typological
   distance of the intermediate source language to the language, per cell, over the languages with a distance; only
-  with at least `MIN_CORRELATION_POINTS` points.
+  with at least `MIN_CORRELATION_POINTS` points. **Pooled**: the same over the arms of one intermediate task in all
+  its source languages together (one point per source language and target language), so that the source language
+  varies the distance.
 """
 
 import functools
@@ -61,6 +65,7 @@ from analysis.collect import CONFIG, NO_INTERMEDIATE
 from components.tasks import TASKS
 
 CELL = (*CONFIG, "target_task", "metric")
+POOLED_CELL = tuple(column for column in CELL if column != "intermediate_source_lang")
 NO_SEED = "none"
 REFERENCE_METHOD = "full"
 MIN_CORRELATION_POINTS = 5
@@ -104,6 +109,10 @@ INTERMEDIATE_GAIN = Comparison("gain over the no-intermediate baseline", "interm
                                ("method", "model"))
 METHOD_DIFFERENCE = Comparison("difference from full fine-tuning", "method", REFERENCE_METHOD,
                                ("model", "intermediate_task", "intermediate_source_lang"))
+SOURCE_LANGUAGE_DIFFERENCE = Comparison("difference from the same intermediate task in English",
+                                        "intermediate_source_lang", ENGLISH, ("method", "model", "intermediate_task"))
+AVERAGE_COLUMNS = ("avg", "avg_no_en", "avg_low_resource")
+GAIN_COLUMNS = ("gain", "gain_no_en", "gain_low_resource")
 
 
 @dataclass(frozen=True)
@@ -119,7 +128,9 @@ class Analysis:
     task_gains: pd.DataFrame
     language_method_differences: pd.DataFrame
     task_method_differences: pd.DataFrame
+    task_source_differences: pd.DataFrame
     correlations: pd.DataFrame
+    pooled_correlations: pd.DataFrame
     optimistic: pd.DataFrame
     notes: tuple[str, ...]
 
@@ -134,13 +145,14 @@ def analyse(tidy: pd.DataFrame, distances: pd.DataFrame, settings: Settings) -> 
     labels = optimistic_labels(values)
     optimistic = optimistic_table(labels)
     coverage = cell_coverage(scores, scope)
-    per_seed = task_average_per_seed(scores, coverage, scope)
+    per_seed = task_average_per_seed(scores, coverage, scope, settings.low_resource_langs)
     by_language = scores.rename(columns={"value": "gain"})
-    by_task = per_seed.rename(columns={"avg": "gain", "avg_no_en": "gain_no_en"})
+    by_task = per_seed.rename(columns=dict(zip(AVERAGE_COLUMNS, GAIN_COLUMNS)))
     language_gains = with_distance(compare(by_language, ["gain"], INTERMEDIATE_GAIN, settings), distances)
     configs = scores[list(CONFIG)].drop_duplicates()
     notes = (*refused, *coverage.loc[~coverage["complete"], "note"], *optimistic_notes(optimistic, settings),
              *comparison_notes(configs, INTERMEDIATE_GAIN), *comparison_notes(configs, METHOD_DIFFERENCE),
+             *comparison_notes(configs[configs["intermediate_task"] != NO_INTERMEDIATE], SOURCE_LANGUAGE_DIFFERENCE),
              *split_notes(task_splits), *split_mismatch_notes(scores, INTERMEDIATE_GAIN),
              *split_mismatch_notes(scores, METHOD_DIFFERENCE), *distance_notes(distances))
     return Analysis(
@@ -151,10 +163,12 @@ def analyse(tidy: pd.DataFrame, distances: pd.DataFrame, settings: Settings) -> 
                                     for benchmark in BENCHMARKS], ignore_index=True),
         low_resource=low_resource_averages(scores, coverage, settings.low_resource_langs, scope),
         language_gains=language_gains,
-        task_gains=compare(by_task, ["gain", "gain_no_en"], INTERMEDIATE_GAIN, settings),
+        task_gains=compare(by_task, list(GAIN_COLUMNS), INTERMEDIATE_GAIN, settings),
         language_method_differences=compare(by_language, ["gain"], METHOD_DIFFERENCE, settings),
-        task_method_differences=compare(by_task, ["gain", "gain_no_en"], METHOD_DIFFERENCE, settings),
-        correlations=distance_correlations(language_gains),
+        task_method_differences=compare(by_task, list(GAIN_COLUMNS), METHOD_DIFFERENCE, settings),
+        task_source_differences=compare(by_task, list(GAIN_COLUMNS), SOURCE_LANGUAGE_DIFFERENCE, settings),
+        correlations=distance_correlations(language_gains, CELL),
+        pooled_correlations=distance_correlations(language_gains, POOLED_CELL),
         optimistic=optimistic,
         notes=notes,
     )
@@ -336,14 +350,16 @@ def _language_scope(langs_by_task: dict[str, tuple[str, ...]]) -> pd.DataFrame:
                         columns=["target_task", "lang"])
 
 
-def task_average_per_seed(scores: pd.DataFrame, coverage: pd.DataFrame,
-                          langs_by_task: dict[str, tuple[str, ...]]) -> pd.DataFrame:
-    """Per complete cell and seed: `avg` over the languages of `langs_by_task`, and `avg_no_en` without English."""
+def task_average_per_seed(scores: pd.DataFrame, coverage: pd.DataFrame, langs_by_task: dict[str, tuple[str, ...]],
+                          low_resource_langs: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Per complete cell and seed: `avg` over the languages of `langs_by_task`, `avg_no_en` without English, and
+    `avg_low_resource` over those in `low_resource_langs` (NaN for a task with none of them)."""
     complete = coverage.loc[coverage["complete"], list(CELL)]
     frame = scores.merge(_language_scope(langs_by_task), on=["target_task", "lang"]).merge(complete, on=list(CELL))
     keys = [*CELL, "seed"]
     averages = frame.groupby(keys)["value"].mean().rename("avg").to_frame()
     averages["avg_no_en"] = frame[frame["lang"] != ENGLISH].groupby(keys)["value"].mean()
+    averages["avg_low_resource"] = frame[frame["lang"].isin(low_resource_langs)].groupby(keys)["value"].mean()
     return averages.reset_index()
 
 
@@ -352,7 +368,7 @@ def task_averages(per_seed: pd.DataFrame, coverage: pd.DataFrame, task_splits: p
     """Every cell: its evaluation split(s) (`split_labels`), its optimistic languages with their reasons
     (`<langs>: <reason>; ...` over the languages of `langs_by_task`), task average with and without English over
     seeds, or empty values and the coverage note."""
-    summary = over_seeds(per_seed, list(CELL), ["avg", "avg_no_en"]).drop(columns="n_seeds")
+    summary = over_seeds(per_seed, list(CELL), list(AVERAGE_COLUMNS)).drop(columns="n_seeds")
     task = [*CONFIG, "target_task"]
     in_scope = optimistic_table(_within(labels, langs_by_task))
     reasons = (in_scope["langs"] + ": " + in_scope["optimistic"]).groupby([in_scope[key] for key in task]).agg(
@@ -540,14 +556,16 @@ def distance_notes(distances: pd.DataFrame) -> list[str]:
             for row in distances[distances["distance"].isna()].itertuples()]
 
 
-def distance_correlations(language_gains: pd.DataFrame) -> pd.DataFrame:
-    """Per cell: Spearman's rho (and its p-value) between per-language gain and distance, with n and a note."""
+def distance_correlations(language_gains: pd.DataFrame, by: tuple[str, ...]) -> pd.DataFrame:
+    """Per group of `by` (`CELL`: per configuration; `POOLED_CELL`: the arms of one intermediate task in all its
+    source languages together): Spearman's rho (and its p-value) between per-language gain and distance, with n and a
+    note."""
     located = language_gains.dropna(subset=["distance"])
-    points_by_cell = dict(list(located.groupby(list(CELL))))
+    points_by_cell = dict(list(located.groupby(list(by))))
     rows = []
-    for cell, n_gains in language_gains.groupby(list(CELL), sort=True).size().items():
+    for cell, n_gains in language_gains.groupby(list(by), sort=True).size().items():
         points = points_by_cell.get(cell, located.iloc[:0])
-        row = {**dict(zip(CELL, cell)), "n": len(points), "n_without_distance": n_gains - len(points),
+        row = {**dict(zip(by, cell)), "n": len(points), "n_without_distance": n_gains - len(points),
                "spearman_rho": float("nan"), "p_value": float("nan"), "note": ""}
         if len(points) < MIN_CORRELATION_POINTS:
             row["note"] = f"{len(points)} languages with a distance: fewer than {MIN_CORRELATION_POINTS}, not computed"
@@ -557,7 +575,7 @@ def distance_correlations(language_gains: pd.DataFrame) -> pd.DataFrame:
             result = spearmanr(points["distance"], points["gain"])
             row["spearman_rho"], row["p_value"] = float(result.statistic), float(result.pvalue)
         rows.append(row)
-    return pd.DataFrame(rows, columns=[*CELL, "n", "n_without_distance", "spearman_rho", "p_value", "note"])
+    return pd.DataFrame(rows, columns=[*by, "n", "n_without_distance", "spearman_rho", "p_value", "note"])
 
 
 def source_target_pairs(tidy: pd.DataFrame) -> list[tuple[str, str]]:

@@ -138,9 +138,14 @@ def build_sections(collected: Collected, analysis: Analysis, settings: Settings,
             "Seed-mean difference; its std, 95% interval and seeds: `tables/method_differences_language.csv`.",),
                 table=language_grid(analysis.language_method_differences, "gain"),
                 csv="method_differences_language", full_table=labelled(analysis.language_method_differences)),
+        Section("Source language: difference from the same intermediate task in English, task averages",
+                table=labelled(analysis.task_source_differences), csv="source_differences_task"),
         Section("Gain vs typological distance", (f"Spearman rank correlation of per-language gain with the URIEL+ "
                                                  f"{distance} distance of the intermediate source language.",),
                 table=labelled(analysis.correlations), csv="gain_distance_correlation", figure=SCATTER),
+        Section("Gain vs typological distance, source languages pooled", (
+            "The arms of one intermediate task in all its source languages together: one point per source and target "
+            "language.",), table=pooled_labelled(analysis.pooled_correlations), csv="gain_distance_correlation_pooled"),
         Section("Per-language scores (mean over seeds)", ("Std and number of seeds of each value: "
                                                           "`tables/per_language.csv`.",),
                 table=language_grid(analysis.per_language, "value"), csv="per_language",
@@ -157,6 +162,11 @@ def labelled(frame: pd.DataFrame) -> pd.DataFrame:
     named = frame.drop(columns=list(CONFIG))
     named.insert(0, "configuration", config_label(frame))
     return named
+
+
+def pooled_labelled(frame: pd.DataFrame) -> pd.DataFrame:
+    """A table of `aggregate.POOLED_CELL` rows with one readable `configuration` column (every source language)."""
+    return labelled(frame.assign(intermediate_source_lang="*"))
 
 
 def language_grid(per_language: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -347,7 +357,7 @@ def _save(figure, path: Path) -> None:
     plt.close(figure)
 
 
-HEADLINE_COLUMNS = (("task_averages", ("avg", "avg_no_en")), ("task_gains", ("gain", "gain_no_en")))
+HEADLINE_COLUMNS = (("task_averages", aggregate.AVERAGE_COLUMNS), ("task_gains", aggregate.GAIN_COLUMNS))
 
 
 def metric_safe(label: str) -> str:
@@ -359,8 +369,9 @@ def metric_safe(label: str) -> str:
 
 def headline_metrics(analysis: Analysis) -> dict[str, float]:
     """The study's headline numbers as metrics of the analysis run: per configuration and target task, on the task's
-    score metric, the task average with and without English (`avg`, `avg_no_en`, mean over seeds) and its gain over
-    the no-intermediate baseline (`gain`, `gain_no_en`); keys `<name>/<task>/<configuration>` (`metric_safe`).
+    score metric, the task average with and without English and over the low-resource languages (`avg`, `avg_no_en`,
+    `avg_low_resource`, mean over seeds) and its gain over the no-intermediate baseline (`gain`, `gain_no_en`,
+    `gain_low_resource`); keys `<name>/<task>/<configuration>` (`metric_safe`).
     Values that could not be computed (incomplete cells, no baseline) are left out."""
     metrics = {}
     for table, columns in HEADLINE_COLUMNS:

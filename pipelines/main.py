@@ -31,7 +31,7 @@ from components.errors import XstiltsInputError
 from components.grid import code_version, expand, read_config
 from components.options import logged_defaults, parameter_names
 from components.plan import study_plan
-from components.settings import PROJECT_ROOT
+from components.settings import PROJECT_ROOT, threads_per_process
 
 STEP_ENTRIES = ("lang_adapter", "intermediate", "target", "evaluate")
 SERVERLESS_STORES = ("sqlite:", "file:", "/")
@@ -85,15 +85,6 @@ def check_workers(workers: int, executor: str) -> None:
             "with scripts/tracking_server.sh and set MLFLOW_TRACKING_URI to its http:// address")
 
 
-def step_cpu_threads(workers: int, environ: dict[str, str], cpu_count: int) -> dict[str, str]:
-    """OMP_NUM_THREADS for the step processes: steps that run at once share the cores (each would otherwise start a
-    thread per core, and together they would oversubscribe the machine). A user's own setting wins; one step at a
-    time keeps torch's default."""
-    if workers == 1 or "OMP_NUM_THREADS" in environ:
-        return {}
-    return {"OMP_NUM_THREADS": str(max(1, cpu_count // workers))}
-
-
 def current_launch():
     """`launch` as this module has it when a step starts (a test's stand-in takes its place)."""
     return launch
@@ -133,7 +124,7 @@ def run(config: str, workers: int, force: str, executor: str, ray_address: str, 
     if unknown:
         raise XstiltsInputError(f"force {', '.join(unknown)}: expected entry points ({', '.join(STEP_ENTRIES)}) or all")
     check_workers(workers, executor)
-    os.environ.update(step_cpu_threads(workers, dict(os.environ), os.cpu_count() or 1))
+    os.environ.update(threads_per_process(workers, dict(os.environ), os.cpu_count() or 1))
     for reason in grid.skipped:
         click.echo(f"skipped cell {reason}")
     version = code_version(PROJECT_ROOT)

@@ -27,12 +27,13 @@ import time
 from pathlib import Path
 
 import click
+import torch
 
 from components import tracking
 from components.errors import XstiltsInputError
 from components.methods import get_method
 from components.models import resolve_model
-from components.settings import PROJECT_ROOT
+from components.settings import PROJECT_ROOT, threads_per_process
 from components.tasks import get_task
 from components.training import check_max_length, check_trained_task
 from pipelines.cli import ZERO_SHOT_SOURCE_LANG
@@ -71,10 +72,14 @@ def run(space: str, n_trials: int, time_budget_s: int, study_name: str, storage:
     study, created = create_or_join(opened, plan)
     study_run_id = "" if created else study_run_of(study)
     me = worker_id()
+    threads = threads_per_process(workers, dict(os.environ), os.cpu_count() or 1)
+    os.environ.update(threads)  # the helper workers inherit it
+    if threads:
+        torch.set_num_threads(int(threads["OMP_NUM_THREADS"]))  # this process's own pool, already started
     defaults = {name: options[name] for name in search.names}
     params = {**cell, "init_run_id": options["init_run_id"], "study": plan.name, "study_storage": opened.shown,
               "n_trials": n_trials, "time_budget_s": time_budget_s, "workers": workers, "sampler_seed": sampler_seed,
-              "pruner": pruner, "objective": plan.objective,
+              "pruner": pruner, "objective": plan.objective, "cpu_threads": os.environ.get("OMP_NUM_THREADS", "default"),
               **{f"space/{dimension.name}": dimension.describe() for dimension in search.dimensions},
               **{f"default/{name}": value for name, value in defaults.items()}}
     tags = {"tune_study": plan.name, "tune_worker": me,

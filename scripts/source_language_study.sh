@@ -28,8 +28,10 @@ mlflow run . -e tune --env-manager local --experiment-name "$experiment" "${cell
     -P task_reduction_factor=2 -P lang_adapter_run_id="$english_adapter" \
     -P space="{lr: {low: 2.0e-4, high: 5.0e-3, log: true}}"
 mlflow run . -e main --env-manager local --experiment-name "$experiment" -P config=configs/source-language.yaml \
-    -P plan=true | tail -4
+    -P plan=true > outputs/source-language/plan.txt
+tail -4 outputs/source-language/plan.txt
 mlflow run . -e main --env-manager local --experiment-name "$experiment" -P config=configs/source-language.yaml \
     -P workers=2
 echo "study wall time: $((SECONDS - start)) s"
-python -m analysis.results --experiment "$experiment" --config configs/source-language.yaml --journal "$journal"
+python -m analysis.results --experiment "$experiment" --config configs/source-language.yaml \
+    --plan-file outputs/source-language/plan.txt --journal "$journal"

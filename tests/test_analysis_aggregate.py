@@ -437,3 +437,30 @@ def test_seed_gaps_order_seeds_as_numbers():
     gaps = aggregate._seed_gaps({"xnli": {"1", "2", "3"}, "udpos": {"1", "2"}, "tatoeba": {"none"},
                                  "mlqa": {"1", "2", "3", "10"}})
     assert gaps == "seed 3 missing in udpos; seed 10 missing in xnli, udpos; tatoeba deterministic (seed none)"
+
+
+def test_low_resource_gain_and_source_language_difference_per_seed():
+    """udpos(ja) against udpos(en): per seed, the difference of their gains; the low-resource average covers the
+    listed languages only (here sw and ur of XNLI)."""
+    runs = []
+    for seed, (en_gain, ja_gain) in zip(("1", "2", "3"), ((1, -1), (2, -2), (3, -6))):
+        runs.append(values("xnli", every_lang("xnli", 60, sw=40, ur=30), seed=seed))
+        for source, gain in (("en", en_gain), ("ja", ja_gain)):
+            low_resource_gain = 2 * gain  # sw and ur gain twice as much as the other languages
+            runs.append(values("xnli", every_lang("xnli", 60 + gain, sw=40 + low_resource_gain,
+                                                  ur=30 + low_resource_gain), seed=seed, intermediate="udpos",
+                               source=source))
+    analysis = analyse(tidy(*runs), NO_DISTANCES, Settings(("sw", "ur", "yo"), n_resamples=1000))
+    averages = row(analysis.task_averages, intermediate_task="none")
+    assert averages["avg_low_resource"] == pytest.approx(35) and averages["avg_low_resource_std"] == 0
+    english = row(analysis.task_gains, intermediate_source_lang="en")
+    assert english["gain_low_resource"] == pytest.approx(2 * (1 + 2 + 3) / 3)
+    n_langs = len(TASKS["xnli"].langs)
+    assert english["gain"] == pytest.approx((n_langs + 2) / n_langs * 2)  # 13 languages gain g, sw and ur 2g
+    japanese = row(analysis.task_source_differences, intermediate_source_lang="ja")
+    per_seed = np.array([-1 - 1, -2 - 2, -6 - 3], dtype=float) * 2  # low-resource: (ja gain - en gain) x 2
+    assert japanese["gain_low_resource"] == pytest.approx(per_seed.mean())
+    resampled = per_seed[np.random.default_rng(0).integers(0, 3, size=(1000, 3))].mean(axis=1)
+    assert (japanese["gain_low_resource_ci_low"], japanese["gain_low_resource_ci_high"]) == \
+        pytest.approx(tuple(np.percentile(resampled, [2.5, 97.5])))
+    assert len(analysis.task_source_differences) == 1  # udpos(en) is the reference; none has no English arm

@@ -25,7 +25,7 @@ from components.grid import cache_key, expand, read_config
 from components.methods import METHODS, unsupported_reason
 from components.options import parameter_names
 from components.tasks import get_task
-from components.settings import PROJECT_ROOT
+from components.settings import PROJECT_ROOT, threads_per_process
 from pipelines import main
 
 DECLARED = {entry: parameter_names(entry) for entry in main.STEP_ENTRIES}
@@ -537,8 +537,8 @@ def test_two_workers_run_independent_steps_at_once_on_a_tracking_server(tracking
     (32, {}, {"OMP_NUM_THREADS": "1"}),
     (2, {"OMP_NUM_THREADS": "4"}, {}),  # the user's setting stays
 ])
-def test_steps_that_run_at_once_share_the_cores(workers, environ, expected):
-    assert main.step_cpu_threads(workers, environ, cpu_count=16) == expected
+def test_processes_that_run_at_once_share_the_cores(workers, environ, expected):
+    assert threads_per_process(workers, environ, cpu_count=16) == expected
 
 
 class SlowArmLaunch(FakeLaunch):

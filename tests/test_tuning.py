@@ -266,11 +266,17 @@ def test_local_workers_on_the_journal_survive_a_killed_worker(tracking_store, ti
     load = lambda: optuna.load_study(study_name="local", storage=journal(tmp_path))
     helper = poll_until(lambda: next((child.pid for child in psutil.Process(parent.pid).children()
                                       if "pipelines.tune" in child.cmdline()), None), parent)
+    # Two workers on this machine share its cores: each trains on half of them (unless the caller set
+    # OMP_NUM_THREADS), the helper by OMP_NUM_THREADS.
+    shared = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // 2))
+    assert psutil.Process(helper).environ().get("OMP_NUM_THREADS") == shared
     killed = kill_mid_trial(load, helper, parent, tmp_path)
     out, _ = parent.communicate(timeout=900)
     assert parent.returncode == 0, out
     assert f"worker process {helper} failed" in out
     assert_survived_the_kill(load(), killed, 4, "local")
+    assert {run.data.params["cpu_threads"] for run in runs_of("local")
+            if run.data.tags["xlt.tune_role"] != "trial"} == {shared}
 
 
 def test_every_tunable_option_is_a_target_parameter_of_the_mlproject():
