@@ -2,7 +2,7 @@
 # The source-language study behind RESULTS.md (configs/source-language.yaml), end to end on 2 CPU cores:
 # 1. tune studies of the PAN-X learning rates the grid reads (`tuned: none`): full fine-tuning, and MAD-X on an
 #    English language adapter trained at the study's adapter settings;
-# 2. the plan (an estimate from the store's finished runs), then the study grid through `main`, two steps at a time;
+# 2. the plan (an estimate from the store's finished runs), then the study grid through `main`;
 # 3. RESULTS.md and results/*.png, written from the store by `python -m analysis.results`.
 # Rerunning it reuses every finished step and trial. The store is outputs/source-language/mlflow.db unless
 # MLFLOW_TRACKING_URI names another one.
@@ -30,8 +30,8 @@ mlflow run . -e tune --env-manager local --experiment-name "$experiment" "${cell
 mlflow run . -e main --env-manager local --experiment-name "$experiment" -P config=configs/source-language.yaml \
     -P plan=true > outputs/source-language/plan.txt
 tail -4 outputs/source-language/plan.txt
-mlflow run . -e main --env-manager local --experiment-name "$experiment" -P config=configs/source-language.yaml \
-    -P workers=2
+# One step at a time, on both cores: two at once need a tracking server in front of the store (docs/scale-out.md).
+mlflow run . -e main --env-manager local --experiment-name "$experiment" -P config=configs/source-language.yaml
 echo "study wall time: $((SECONDS - start)) s"
 python -m analysis.results --experiment "$experiment" --config configs/source-language.yaml \
     --plan-file outputs/source-language/plan.txt --journal "$journal"
