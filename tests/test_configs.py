@@ -25,7 +25,7 @@ from tests.hub_fixtures import hub_cache, hub_datasets  # noqa: F401  (fixtures:
 from tests.inprocess_launch import frozen_heap, launch_in_process
 
 CONFIGS = PROJECT_ROOT / "configs"
-STUDIES = ("demo.yaml", "panx-methods.yaml", "paper.yaml", "xtreme-r-adapters.yaml")
+STUDIES = ("demo.yaml", "panx-methods.yaml", "paper.yaml", "source-language.yaml", "xtreme-r-adapters.yaml")
 LANGS = ("en", "de", "sw")  # the source, a high- and a low-resource language; each target scores those it has
 DECLARED = {entry: parameter_names(entry) for entry in main.STEP_ENTRIES}
 # Tasks the bundle cannot score in any language (TyDiQA-GoldP: train split only, dev labels withheld; Mewsli-X: no
@@ -87,8 +87,9 @@ def test_a_shrunk_shipped_config_keeps_every_arm_target_and_method(name, tiny_mo
 # Through `mlflow run`, every step is a process of its own (~10 s on 2 cores, mostly imports): minutes per study.
 RUN_THROUGH_MLFLOW = ("panx-methods.yaml",)
 # In this process (`tests.inprocess_launch`; the demo is run both ways below, which shows that the two agree), and
-# covered (`covering_studies`): the GPU studies, over a hundred steps each even when shrunk.
-RUN_IN_PROCESS = ("paper.yaml", "xtreme-r-adapters.yaml")
+# covered (`covering_studies`): the GPU studies, over a hundred steps each even when shrunk, and the source-language
+# study (three seeds x four arms x three methods).
+RUN_IN_PROCESS = ("paper.yaml", "source-language.yaml", "xtreme-r-adapters.yaml")
 TIMING = re.compile(r"runtime|per_second|seconds|peak_|^grid/")  # metrics that differ between two identical runs
 StepResults = dict[str, tuple[str, dict[str, float]]]
 
