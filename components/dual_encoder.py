@@ -25,7 +25,7 @@ from transformers import AutoModel, DataCollatorWithPadding
 from components.data import Example, candidate_pool, load_split
 from components.errors import XstiltsInputError
 from components.metrics import map_at_k
-from components.predictions import prediction_file
+from components.predictions import prediction_file, retrieval_table
 from components.retrieval import RetrievalResult, pool
 from components.tasks import TaskSpec
 
@@ -183,13 +183,14 @@ def load_retrieval_data(spec: TaskSpec, langs: Sequence[str], limit: int | None 
 
 
 def score(data: RetrievalData, embed_texts: Callable[[list[str]], np.ndarray]) -> dict[str, RetrievalResult]:
-    """mAP@20 and the XTREME-layout prediction file ({query id: top-20 candidate ids}, JSON) of each scored language;
-    the pool is embedded once.
+    """mAP@20 and the XTREME-layout prediction file ({query id: top-20 candidate ids}, JSON) of each scored language,
+    with its table (each query, its relevant candidates and its top-1); the pool is embedded once.
 
     Args:
         embed_texts: texts -> one embedding row per text.
     """
     candidate_ids = [candidate_id for candidate_id, _ in data.candidates]
+    candidate_texts = dict(data.candidates)
     candidates = embed_texts([text for _, text in data.candidates])
     results = {}
     for lang, examples in data.queries.items():
@@ -197,9 +198,14 @@ def score(data: RetrievalData, embed_texts: Callable[[list[str]], np.ndarray]) -
         predictions = {example["id"]: [candidate_ids[index] for index in row] for example, row in zip(examples, ranked)}
         metrics = map_at_k(predictions, {example["id"]: data.relevant[example["id"]] for example in examples},
                            k=CUTOFF)
+        table = retrieval_table(range(len(examples)), [example["query"] for example in examples],
+                                [{candidate_id: candidate_texts.get(candidate_id, "")
+                                  for candidate_id in sorted(data.relevant[example["id"]])} for example in examples],
+                                [{predictions[example["id"]][0]: candidate_texts[predictions[example["id"]][0]]}
+                                 for example in examples])
         results[lang] = RetrievalResult(
             metrics=metrics, n_examples=len(examples),
             predictions=(prediction_file(lang, "test", "json", json.dumps(predictions, ensure_ascii=False),
-                                         range(len(examples)), data.test_sizes[lang]),),
+                                         range(len(examples)), data.test_sizes[lang], table),),
             details={"candidates": len(candidate_ids)}, notes={"eval_split": "test"})
     return results

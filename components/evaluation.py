@@ -63,6 +63,16 @@ def predict_logits(model: torch.nn.Module, features: list[dict], handler: TaskHa
     return outputs
 
 
+def predict_examples(handler: TaskHandler, model: torch.nn.Module, tokenizer, examples: Sequence[Example],
+                     labels: Sequence[str], max_length: int, batch_size: int, precision: str = "fp32",
+                     progress_label: str = "") -> list:
+    """The decoded prediction of each example, in order: what evaluation scores, and what a logged MLflow model
+    (`components.trained_models`) answers."""
+    features = handler.encode(examples, tokenizer, max_length, labels)
+    logits = predict_logits(model, features, handler, tokenizer, batch_size, precision, progress_label)
+    return list(handler.decode(logits, features, examples, labels))
+
+
 def evaluate_language(spec: TaskSpec, model: torch.nn.Module, tokenizer, examples: Sequence[Example],
                       labels: Sequence[str], max_length: int, batch_size: int, precision: str = "fp32"
                       ) -> LanguageResult:
@@ -70,10 +80,8 @@ def evaluate_language(spec: TaskSpec, model: torch.nn.Module, tokenizer, example
     handler = handler_for(spec)
     lang = examples[0].get("lang", "?") if examples else "?"
     banner(f"evaluating {spec.name} [{lang}]: {len(examples):,} items, {precision}")
-    features = handler.encode(examples, tokenizer, max_length, labels)
-    logits = predict_logits(model, features, handler, tokenizer, batch_size, precision,
-                            progress_label=f"evaluate {spec.name} [{lang}]")
-    predictions = handler.decode(logits, features, examples, labels)
+    predictions = predict_examples(handler, model, tokenizer, examples, labels, max_length, batch_size, precision,
+                                   progress_label=f"evaluate {spec.name} [{lang}]")
     return LanguageResult(
         metrics=handler.score(examples, predictions),
         prediction_file=handler.prediction_file(predictions),

@@ -9,11 +9,13 @@ as complete is an XTREME submission file (`analysis.submission` assembles those)
 
 Beside each file, `predictions/<task>/<file name>.table.json` holds the same predictions as an MLflow table (one row
 per item: `id`, its position in the split; `input`; `gold`; `prediction`; `correct`), which the artifact viewer and
-the Compare view show (`prediction_table`).
+the Compare view show (`prediction_table`). Retrieval files have one too, one row per scored query (`retrieval_table`:
+`id`, `query`, `gold_id`, `gold`, `retrieved_id`, `retrieved` (the top-1 candidate), `correct`).
 """
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from typing import Sequence
 
 from components.data import Example, item_ranges
 
@@ -32,6 +34,7 @@ class PredictionFile:
         n_items: the items predicted.
         split_items: the items of the whole split (for BUCC, the source-language sentences; Tatoeba, the pairs).
         item_ranges: the predicted items' 0-based positions in the split, as ranges (`0-99`, `3,5-9`).
+        table: the same predictions as table columns (`prediction_table`, `retrieval_table`), or None.
     """
 
     lang: str
@@ -41,6 +44,7 @@ class PredictionFile:
     n_items: int
     split_items: int
     item_ranges: str
+    table: dict[str, list] | None = field(default=None, compare=False)
 
     @property
     def complete(self) -> bool:
@@ -52,14 +56,16 @@ class PredictionFile:
         return f"{self.split}-{self.lang}{subset}.{self.extension}"
 
     def manifest_entry(self) -> dict:
-        described = {field.name: getattr(self, field.name) for field in fields(self) if field.name != "content"}
+        described = {entry.name: getattr(self, entry.name) for entry in fields(self)
+                     if entry.name not in ("content", "table")}
         return {"file": self.name, **described, "complete": self.complete}
 
 
 def prediction_file(lang: str, split: str, extension: str, content: str, indices: tuple[int, ...] | range,
-                    split_items: int) -> PredictionFile:
-    """The file of the predictions of the split's items at `indices` (0-based positions in the split's file)."""
-    return PredictionFile(lang, split, extension, content, len(indices), split_items, item_ranges(indices))
+                    split_items: int, table: dict[str, list] | None = None) -> PredictionFile:
+    """The file of the predictions of the split's items at `indices` (0-based positions in the split's file), with
+    its `table` where it has one."""
+    return PredictionFile(lang, split, extension, content, len(indices), split_items, item_ranges(indices), table)
 
 
 def manifest(files: list[PredictionFile]) -> str:
@@ -100,5 +106,25 @@ def prediction_table(examples: list[Example], predictions: list, indices: tuple[
         text, gold, predicted = _row(example, prediction)
         golds = example["answers"]["text"] if "answers" in example else [gold]
         for column, value in zip(TABLE_COLUMNS, (index, text, gold, predicted, predicted in golds)):
+            columns[column].append(value)
+    return columns
+
+
+RETRIEVAL_TABLE_COLUMNS = ("id", "query", "gold_id", "gold", "retrieved_id", "retrieved", "correct")
+
+
+def retrieval_table(indices: Sequence[int], queries: Sequence[str], golds: Sequence[dict[str, str]],
+                    retrieved: Sequence[dict[str, str]]) -> dict[str, list]:
+    """`RETRIEVAL_TABLE_COLUMNS` as columns, one row per scored query: `id` its 0-based position in the split;
+    `golds` and `retrieved`, per query, candidate id -> text: its correct candidates (LAReQA has one per language;
+    a BUCC sentence without a gold pair, none) and what it retrieved (the top-1 candidate; BUCC: the pairs kept
+    above the threshold, possibly none); several are joined. `correct`: it retrieved only gold candidates, and some
+    where it has gold ones."""
+    columns = {column: [] for column in RETRIEVAL_TABLE_COLUMNS}
+    for index, query, gold, found in zip(indices, queries, golds, retrieved):
+        correct = set(found) <= set(gold) and bool(found) == bool(gold)
+        for column, value in zip(RETRIEVAL_TABLE_COLUMNS, (index, query, ",".join(gold),
+                                                           TEXT_SEPARATOR.join(gold.values()), ",".join(found),
+                                                           TEXT_SEPARATOR.join(found.values()), correct)):
             columns[column].append(value)
     return columns

@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from components import settings
 from components.errors import XstiltsInputError, not_utf8
 from components.metrics import Pair, bucc_extract, bucc_f1, bucc_optimize_threshold, mine_bitext_candidates
-from components.predictions import PredictionFile, prediction_file
+from components.predictions import PredictionFile, prediction_file, retrieval_table
 from components.tasks import get_task
 
 POOLINGS = ("mean", "cls")
@@ -225,7 +225,8 @@ def evaluate_tatoeba(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, lang: str, limit: int | None = None,
     root: Path | None = None, **embed_options,
 ) -> RetrievalResult:
-    """Tatoeba `lang`-en accuracy; the prediction file holds, per English sentence, the retrieved `lang` index.
+    """Tatoeba `lang`-en accuracy; the prediction file holds, per English sentence, the retrieved `lang` index, and
+    its table each English query with its aligned `lang` sentence (gold) and the retrieved one (ids: line indices).
 
     Args:
         limit: keep only the first `limit` pairs (a debug cap).
@@ -235,9 +236,12 @@ def evaluate_tatoeba(
     src, en = tatoeba_pairs(lang, root=root)
     predicted = retrieve_translations(model, tokenizer, src[:limit], en[:limit], **embed_options)
     lines = "".join(f"{index}\n" for index in predicted)
+    scored = range(len(predicted))
+    table = retrieval_table(scored, en, [{str(index): src[index]} for index in scored],
+                            [{str(index): src[index]} for index in predicted])
     return RetrievalResult(
         metrics={"accuracy": tatoeba_accuracy(predicted)}, n_examples=len(predicted),
-        predictions=(prediction_file(lang, "test", "tsv", lines, range(len(predicted)), len(src)),),
+        predictions=(prediction_file(lang, "test", "tsv", lines, scored, len(src), table),),
         notes={"eval_split": "test"},
     )
 
@@ -428,11 +432,27 @@ def _bucc_test_predictions(
 
 def _bucc_prediction_file(lang: str, split: str, whole: BuccSplit, scored: BuccSplit,
                           pairs: list[Pair]) -> PredictionFile:
-    """`<src id>\t<en id>` lines; the items are the source-language sentences mined (all, or those of a cap)."""
+    """`<src id>\t<en id>` lines; the items are the source-language sentences mined (all, or those of a cap). A
+    split with gold (dev) gets its table too (`_bucc_table`)."""
     kept = set(scored.src.ids)
     indices = tuple(index for index, sentence_id in enumerate(whole.src.ids) if sentence_id in kept)
     return prediction_file(lang, split, "tsv", "".join(f"{src}\t{en}\n" for src, en in pairs), indices,
-                           len(whole.src.ids))
+                           len(whole.src.ids), _bucc_table(whole, scored, pairs) if scored.gold else None)
+
+
+def _bucc_table(whole: BuccSplit, scored: BuccSplit, pairs: list[Pair]) -> dict[str, list]:
+    """The rows F1 scores: each source sentence in a gold or a kept pair, in file order, with its gold and kept
+    English partners (`components.predictions.retrieval_table`)."""
+    en_texts = dict(zip(scored.en.ids, scored.en.texts))
+    gold, found = {}, {}
+    for partners, source_pairs in ((gold, scored.gold), (found, pairs)):
+        for src, en in source_pairs:
+            partners.setdefault(src, {})[en] = en_texts[en]
+    rows = [(index, sentence_id, text) for index, (sentence_id, text) in enumerate(zip(whole.src.ids, whole.src.texts))
+            if sentence_id in gold or sentence_id in found]
+    return retrieval_table([index for index, _, _ in rows], [text for _, _, text in rows],
+                           [gold.get(sentence_id, {}) for _, sentence_id, _ in rows],
+                           [found.get(sentence_id, {}) for _, sentence_id, _ in rows])
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ plus `train/<task>/*` curves and `peak_rss_mb` (and `peak_gpu_mb` on a GPU); a m
 whole mixture (its training curves, the mean selection metric) under the task name `multitask`. Artifacts: `model/`
 (a Hugging Face folder), `predictions/<task>/<split>-<lang>[.<n>-of-<N>].<ext>` with `predictions/<task>/manifest.json`
 (`components.predictions`), and for adapter runs `adapters/<name>/`, `heads/<name>/`
-and `corpus/composition.json`. Training runs record their model as an MLflow LoggedModel that points at those
-artifacts (`log_model_entity`), and the data they read as dataset inputs (`log_dataset`).
+and `corpus/composition.json`. Training runs record their model as an MLflow LoggedModel that loads from those
+artifacts (`target` runs: a pyfunc model, `components/mlflow_model.py`) or points at them (`log_model_entity`), and
+the data they read as dataset inputs (`log_dataset`).
 """
 
 import fcntl
@@ -668,20 +669,30 @@ def _first_of(n: int, pool: str) -> str:
 
 
 LOGGED_MODEL_TYPE = "xstilts-encoder"
+# The pyfunc "model from code" that loads a run's own artifacts; requirements.txt is its environment (naming it
+# spares MLflow inferring one, which loads the model in a subprocess).
+MLFLOW_MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 
 
 @main_process_only
-def log_model_entity(artifact_paths: list[str]) -> str:
+def log_model_entity(artifact_paths: list[str], model_config: dict | None = None) -> str:
     """Records the active run's trained model as an MLflow LoggedModel (the runs table's Models column, the model's
     own page, registration) whose weights stay where the run logged them (`artifact_paths`: `model/`, or an adapter
-    run's `adapters/` and `heads/`): an external model, not a second copy. Returns its id."""
+    run's `adapters/` and `heads/`): not a second copy. With `model_config`
+    (`components.trained_models.mlflow_model_config`), a pyfunc model that `mlflow.pyfunc.load_model` loads from
+    those artifacts and predicts with (`components/mlflow_model.py`); without, an external model that only points at
+    them (a language adapter, an intermediate run's encoder). Returns its id."""
     run_id = active_run_id()
     client = MlflowClient()
     run_name = client.get_run(run_id).data.tags.get(MLFLOW_RUN_NAME, "")
-    model = mlflow.create_external_model(
-        name=re.sub(r"[^\w.-]+", "-", run_name).strip("-") or run_id, source_run_id=run_id,
-        model_type=LOGGED_MODEL_TYPE,
-        tags={f"{TAG_PREFIX}artifacts": ",".join(f"runs:/{run_id}/{path}" for path in artifact_paths)})
+    name = re.sub(r"[^\w.-]+", "-", run_name).strip("-") or run_id
+    tags = {f"{TAG_PREFIX}artifacts": ",".join(f"runs:/{run_id}/{path}" for path in artifact_paths)}
+    if model_config:
+        # log_model links the model to the run as its output itself.
+        return mlflow.pyfunc.log_model(name=name, python_model=str(MLFLOW_MODEL_CODE), model_config=model_config,
+                                       pip_requirements=str(PROJECT_ROOT / "requirements.txt"),
+                                       model_type=LOGGED_MODEL_TYPE, tags=tags).model_id
+    model = mlflow.create_external_model(name=name, source_run_id=run_id, model_type=LOGGED_MODEL_TYPE, tags=tags)
     client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
     return model.model_id
 

@@ -10,6 +10,7 @@ from components.models import ResolvedModel, load_tokenizer, resolve_model
 from components.tasks import get_task
 from components.training import TrainConfig, check_max_length, check_trained_task, encoder_of, train
 from components.adapter_runs import FULL_FINE_TUNING, MethodChoice, log_adapter_outputs
+from components.trained_models import mlflow_model_config, predicts_labels
 
 
 def run_training_phase(phase: str, task: str, train_lang: str, init_run_id: str, model: str, protocol: str,
@@ -54,12 +55,15 @@ def run_training_phase(phase: str, task: str, train_lang: str, init_run_id: str,
                            callbacks_for=lambda stage: [tracking.MetricsCallback(stage.task, train_lang),
                                                         *trainer_callbacks],
                            setup_model=setup)
+            # A target run's model predicts the task: it is logged as an MLflow model that loads and predicts.
+            model_config = (mlflow_model_config(run_id, train_lang) if phase == "target" and predicts_labels(spec)
+                            else None)
             if setup:
                 log_adapter_outputs(setup, spec.labels, result, Path(work_dir))
-                tracking.log_model_entity([tracking.ADAPTERS_ARTIFACT, tracking.HEADS_ARTIFACT])
+                tracking.log_model_entity([tracking.ADAPTERS_ARTIFACT, tracking.HEADS_ARTIFACT], model_config)
             else:
                 log_trained_model(encoder_of(result.model) if hand_on_encoder_only else result.model, tokenizer,
-                                  result, Path(work_dir))
+                                  result, Path(work_dir), model_config)
     return run_id
 
 
@@ -70,14 +74,15 @@ def training_params(task: str, train_lang: str, resolved: ResolvedModel, config:
 
 
 @tracking.main_process_only  # the other processes of a distributed launch have trained the same model
-def log_trained_model(model, tokenizer, result, work_dir: Path) -> None:
-    """Logs `result`'s parameter counts and hands `model` on, with the tokenizer, as the `model/` artifact."""
+def log_trained_model(model, tokenizer, result, work_dir: Path, model_config: dict | None = None) -> None:
+    """Logs `result`'s parameter counts and hands `model` on, with the tokenizer, as the `model/` artifact, recorded
+    as a LoggedModel (`tracking.log_model_entity`: a loadable MLflow model with `model_config`)."""
     tracking.log_params({"trainable_params": result.trainable_params, "total_params": result.total_params})
     model_dir = work_dir / "trained"
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     tracking.log_dir(model_dir, tracking.MODEL_ARTIFACT)
-    tracking.log_model_entity([tracking.MODEL_ARTIFACT])
+    tracking.log_model_entity([tracking.MODEL_ARTIFACT], model_config)
 
 
 __all__ = ["ZERO_SHOT_SOURCE_LANG", "run_training_phase", "training_params", "log_trained_model"]

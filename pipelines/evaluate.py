@@ -22,8 +22,9 @@ threshold); for tagging `tagging_long_sentences` (how sentences longer than `max
 `eval_details/bucc2018/<lang>/{threshold,candidates,predicted}` (no registry metric, so kept out of `eval/`); artifacts
 `predictions/<task>/<split>-<lang>[.<n>-of-<N>].<ext>` in the XTREME file format, named by the split and items they
 hold, and `predictions/<task>/manifest.json` listing them (`components.predictions`; `analysis.submission` assembles
-the complete test files into the XTREME submission layout), beside each trained task's file its MLflow table
-`<file>.table.json` (id, input, gold, prediction, correct); dataset inputs `<task>-<split>-<lang>` (context testing)
+the complete test files into the XTREME submission layout), beside each file its MLflow table `<file>.table.json`
+(trained tasks: id, input, gold, prediction, correct; retrieval: id, query, gold_id, gold, retrieved_id, retrieved,
+correct, one row per scored query); dataset inputs `<task>-<split>-<lang>` (context testing)
 and, for trained tasks, the target run's LoggedModel as a model input.
 """
 
@@ -44,7 +45,7 @@ from components import dual_encoder, tracking
 from components.data import EvaluationSplit, evaluation_sets, item_ranges, optimistic_score_reason
 from components.errors import XstiltsInputError
 from components.evaluation import evaluate_language, task_averages
-from components.models import MODELS, ModelSpec, load_model, load_pretrained, load_tokenizer, resolve_model
+from components.models import MODELS, ModelSpec, load_model, load_tokenizer, resolve_model
 from components.options import DEFAULT_MODEL
 from components.predictions import MANIFEST, PredictionFile, manifest, prediction_file, prediction_table, table_name
 from components.retrieval import RETRIEVAL_TASKS, RetrievalResult, check_embedding_options, check_files, embed, \
@@ -53,8 +54,9 @@ from components.tasks import TASKS, TaskSpec, TaskType, get_task
 from components.task_types import handler_for
 from components.training import TrainConfig, check_precision
 from components.methods import METHODS, Method
-from components.adapter_runs import (LANG_ADAPTER_PARAM, LangAdapterUse, check_lang_adapter_exclusions, lang_adapter_plan,
-                               load_adapter_task_model)
+from components.adapter_runs import LANG_ADAPTER_PARAM, LangAdapterUse, check_lang_adapter_exclusions
+from components.trained_models import CONFIG_PREFIX as MODEL_CONFIG_PREFIX, lang_adapter_choice, load_trained_model, \
+    model_labels
 
 COPIED_PARAMS = ("task", "model", "method", "seed", "intermediate_task", "intermediate_source_lang", "init_run_id",
                  "data_protocol", "max_length", "lang_adapter_run_id", "lang_reduction_factor", "task_reduction_factor")
@@ -140,9 +142,9 @@ def evaluate_trained(train_run_id: str, langs: str, batch_size: int, max_example
     plan = _lang_adapter_plan(method, upstream, languages, lang_adapter_runs, lang_adapter_fallback, max_examples)
     copied = {key: upstream[key] for key in COPIED_PARAMS if key in upstream}
     # The rest of the target run's settings (lr, epochs, data sizes, ...) under `target/`, so that a Compare of
-    # evaluate runs shows what each scored model was trained with.
+    # evaluate runs shows what each scored model was trained with (not its MLflow model's loading defaults).
     training_settings = {f"{TRAINING_SETTINGS_PREFIX}{key}": value for key, value in upstream.items()
-                         if key not in COPIED_PARAMS}
+                         if key not in COPIED_PARAMS and not key.startswith(MODEL_CONFIG_PREFIX)}
     params = {**copied, **training_settings, "train_run_id": train_run_id, "langs": ",".join(languages),
               "max_eval_examples": max_examples, "eval_precision": precision,
               **handler.evaluation_params(int(upstream["max_length"]))}
@@ -162,13 +164,7 @@ def evaluate_trained(train_run_id: str, langs: str, batch_size: int, max_example
             tracking.log_params({tracking.language_param_key(LANG_ADAPTER_PARAM, spec.name, lang): use.described
                                  for lang, use in plan.items()})
         with tempfile.TemporaryDirectory(prefix="xstilts-evaluate-") as work_dir:
-            if method.adapters:
-                model, tokenizer, use_language = load_adapter_task_model(train_run_id, upstream, spec, plan,
-                                                                         Path(work_dir))
-            else:
-                trained = resolve_model(str(tracking.download_model(train_run_id, "target", Path(work_dir))))
-                model, tokenizer = load_pretrained(handler.auto_model, trained), load_tokenizer(trained)
-                use_language = _one_model_for_every_language
+            model, tokenizer, use_language = load_trained_model(train_run_id, upstream, spec, plan, Path(work_dir))
         if spec.task_type is TaskType.DUAL_ENCODER_RETRIEVAL:
             # Embedded as in training: the last layer's mean, no prefix, the run's max_length.
             options = {"layer": hidden_state_index(model.encoder, -1), "pooling": dual_encoder.POOLING, "prefix": "",
@@ -176,7 +172,7 @@ def evaluate_trained(train_run_id: str, langs: str, batch_size: int, max_example
             tracking.log_params({key: options[key] for key in ("layer", "pooling", "prefix")})
             _log_retrieval_results(spec.name, score(model.encoder, tokenizer, options))
             return run_id
-        labels = tuple(model.config.id2label[index] for index in range(model.config.num_labels))
+        labels = model_labels(model)
         _log_evaluation_splits(spec.name, {lang: found.choice for lang, found in evaluated.items()})
         select_holdout = int(upstream.get("select_holdout", 0))
         tracking.log_params({tracking.language_param_key(tracking.OPTIMISTIC, spec.name, lang): reason
@@ -193,10 +189,9 @@ def evaluate_trained(train_run_id: str, langs: str, batch_size: int, max_example
             tracking.log_evaluation(spec.name, lang, result.metrics, result.n_examples)
             scores[lang] = result.metrics
             written.append(prediction_file(lang, found.choice.split, handler.prediction_extension,
-                                           result.prediction_file, found.indices, found.split_size))
+                                           result.prediction_file, found.indices, found.split_size,
+                                           prediction_table(found.examples, result.predictions, found.indices)))
             _log_prediction_files(spec.name, written)
-            tracking.log_table(prediction_table(found.examples, result.predictions, found.indices),
-                               f"{tracking.PREDICTIONS_ARTIFACT}/{spec.name}/{table_name(written[-1])}")
             _echo_metrics(spec.name, lang, result.metrics)
         tracking.log_task_averages(spec.name, task_averages(scores, low_resource_langs("")), model_id)
     return run_id
@@ -210,29 +205,21 @@ def _log_evaluation_splits(task: str, choices: dict[str, EvaluationSplit]) -> No
 
 
 def _log_prediction_files(task: str, files: list[PredictionFile]) -> None:
-    """The newest of `files` under `predictions/<task>/`, and the manifest of all of them (rewritten each time, so
-    that it always lists the files the run holds)."""
+    """The newest of `files` under `predictions/<task>/` with its table beside it, and the manifest of all of them
+    (rewritten each time, so that it always lists the files the run holds)."""
     tracking.log_text(files[-1].content, f"{tracking.PREDICTIONS_ARTIFACT}/{task}/{files[-1].name}")
+    if files[-1].table is not None:
+        tracking.log_table(files[-1].table, f"{tracking.PREDICTIONS_ARTIFACT}/{task}/{table_name(files[-1])}")
     tracking.log_text(manifest(files), f"{tracking.PREDICTIONS_ARTIFACT}/{task}/{MANIFEST}")
-
-
-def _one_model_for_every_language(lang: str) -> None:
-    """Full fine-tuning: nothing to swap between languages."""
 
 
 def _lang_adapter_plan(method: Method, run_params: dict, languages: list[str], run_ids: str, fallback: str,
                        max_examples: int) -> dict[str, LangAdapterUse]:
     """The language adapter of each language for a `method` run (none unless it stacks on language adapters), each
     checked to have left out what the evaluation scores in its language."""
-    if not method.lang_adapters:
-        given = [name for name, value in (("lang_adapter_runs", run_ids), ("lang_adapter_fallback", fallback))
-                 if value]
-        if given:
-            raise XstiltsInputError(f"{', '.join(given)}: the run's method {method.name} uses no language adapters")
-        return {lang: LangAdapterUse("", "", f"none (method {method.name})") for lang in languages}
-    plan = lang_adapter_plan(languages, run_params["source_lang"], run_params["lang_adapter_run_id"], run_ids,
-                             fallback)
-    check_lang_adapter_exclusions(plan, run_params["task"], run_params["data_protocol"], max_examples)
+    plan = lang_adapter_choice(method, run_params, languages, run_ids, fallback)
+    if method.lang_adapters:
+        check_lang_adapter_exclusions(plan, run_params["task"], run_params["data_protocol"], max_examples)
     return plan
 
 

@@ -3,7 +3,8 @@
 Reads: `--init-run-id` (an `intermediate` run whose `model/` encoder gets a fresh head) or the base model; adapter
 methods (`--method`, see `components.adapter_runs`) also a `lang_adapter` run's English adapter.
 Writes: `model/` (encoder and head), or for adapter methods `adapters/task_<task>/` and `heads/task_<task>/`; used by
-`evaluate`; a LoggedModel pointing at them (no second copy of the weights) and the training and selection data as
+`evaluate`; a LoggedModel that loads from them, an MLflow pyfunc model (no second copy of the weights; a LAReQA or
+Mewsli-X dual encoder: one that only points at them; docs/tracking-ui.md), and the training and selection data as
 dataset inputs. Selection uses English dev only.
 """
 

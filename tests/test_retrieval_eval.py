@@ -133,9 +133,10 @@ def assert_scores_match(run, predicted):
 
 def test_bucc_dev_scores_the_pairs_it_writes(tracking_store, tiny_model_dir, bucc_root):
     run = run_bucc(tiny_model_dir)
-    # Without test sentence files there are dev predictions only, named so.
+    # Without test sentence files there are dev predictions only (and their table), named so.
     assert [file.path for file in MlflowClient().list_artifacts(run.info.run_id, "predictions/bucc2018")] == [
-        "predictions/bucc2018/dev-zh.tsv", "predictions/bucc2018/manifest.json"]
+        "predictions/bucc2018/dev-zh.tsv", "predictions/bucc2018/dev-zh.tsv.table.json",
+        "predictions/bucc2018/manifest.json"]
     predicted = load_pairs(run, "dev-zh.tsv")
     assert predicted and not {sentence_id for pair in predicted for sentence_id in pair} & REPEATED_IDS
     assert_scores_match(run, predicted)

@@ -157,7 +157,9 @@ def test_the_trained_model_is_a_logged_model_without_a_second_copy_of_its_weight
     assert model.name == "target-xnli-full-from-anli-en-s42"
     assert model.tags["xlt.artifacts"] == f"runs:/{target_id}/model"
     assert [output.model_id for output in chain["target"].outputs.model_outputs] == [model.model_id]
-    assert [path.path for path in client.list_logged_model_artifacts(model.model_id)] == ["MLmodel"]
+    # The model's own artifacts: its description, code and environment; the weights stay the run's `model/`.
+    assert sorted(path.path for path in client.list_logged_model_artifacts(model.model_id)) == [
+        "MLmodel", "conda.yaml", "mlflow_model.py", "python_env.yaml", "requirements.txt"]
     assert [model_input.model_id for model_input in chain["evaluate"].inputs.model_inputs] == [model.model_id]
     assert (tracking.download_model(target_id, "target", tmp_path) / "config.json").is_file()
 
