@@ -205,9 +205,14 @@ def local_gpu_ids() -> list[str]:
 def _launch_on_ray_node(launch: Callable, entry: str, params: dict[str, str], key: str, parent_run_id: str,
                         experiment_id: str, tags: dict[str, str]):
     """The body of a step's Ray task: the driver's launch function, with the GPUs Ray assigned (already in this
-    worker's CUDA_VISIBLE_DEVICES, which the step process inherits)."""
-    run_id = launch(entry, params, key, parent_run_id, experiment_id, tags)
-    return run_id, placement_here(None)
+    worker's CUDA_VISIBLE_DEVICES, which the step process inherits). Ray 2.60 leaves CUDA_VISIBLE_DEVICES unset in a
+    task given no GPU (ray-project/ray#54868), so such a step would see every GPU of its node, and train on the one
+    Ray gave another step: it is given none."""
+    import ray
+
+    no_gpu = {} if ray.get_gpu_ids() else {"devices": ""}
+    run_id = launch(entry, params, key, parent_run_id, experiment_id, tags, **no_gpu)
+    return run_id, placement_here(no_gpu.get("devices"))
 
 
 class RayExecutor:
@@ -232,8 +237,14 @@ class RayExecutor:
                                runtime_env={"working_dir": str(PROJECT_ROOT), "excludes": RAY_EXCLUDES,
                                             "env_vars": environment})
         except (ConnectionError, RuntimeError, TimeoutError) as error:
-            raise XstiltsInputError(f"ray_address {address!r}: no Ray cluster answers there "
-                                    f"({type(error).__name__}: {' '.join(str(error).split())[:200]})") from None
+            # Ray 2.60 refuses a driver that lacks the token of a cluster with token authentication, and says so only
+            # in its log: the error it raises reads like an address where no cluster runs.
+            token_hint = "" if os.environ.get("RAY_AUTH_MODE") == "token" else (
+                "; if the cluster has token authentication, set RAY_AUTH_MODE=token and the token (RAY_AUTH_TOKEN, "
+                "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) in this environment")
+            raise XstiltsInputError(f"ray_address {address!r}: could not connect to a Ray cluster there "
+                                    f"({type(error).__name__}: {' '.join(str(error).split())[:200]}){token_hint}"
+                                    ) from None
         self.dashboard = getattr(context, "dashboard_url", "") or ""
         self.remote = ray.remote(max_retries=0)(_launch_on_ray_node)  # retried by the scheduler, which fails the run
         self.death_errors = (StepDied, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
