@@ -15,9 +15,11 @@ from pathlib import Path
 
 import yaml
 
+from components.corpus import studied_tasks
 from components.data import choose_evaluation_split, english_training_gap, source_training_gap
 from components.errors import XstiltsInputError, not_utf8
 from components.methods import METHODS, NO_UPSTREAM, Method, unsupported_reason
+from components.options import logged_defaults
 from components.models import DEFAULT_MODEL, check_model, hidden_state_count
 from components.retrieval import RETRIEVAL_TASKS, check_files, task_paths
 from components.settings import PROJECT_ROOT
@@ -155,6 +157,7 @@ def read_config(path: Path, declared: dict[str, set[str]]) -> dict:
         raise XstiltsInputError(f"{path}: lang_adapter.protocol: {lang_adapter['protocol']!r}: set by the grid: the "
                                 "protocols of the targets the language adapters serve (set `protocol:` on the targets)")
     _check_values(path, "lang_adapter", lang_adapter, [], model)
+    _check_adapter_exclusions(path, config, lang_adapter)
     target_langs = {lang for target in config["targets"] for lang in get_task(target["task"]).langs}
     for index, lang in enumerate(config.get("lang_adapter_langs") or []):
         if lang not in target_langs:
@@ -164,6 +167,32 @@ def read_config(path: Path, declared: dict[str, set[str]]) -> dict:
     with _naming(path):
         expand(config)  # the cells' tuned values, and at least one cell its methods can run
     return config
+
+
+def _check_adapter_exclusions(path: Path, config: dict, lang_adapter: dict) -> None:
+    """Every task that trains or is scored on language adapters (a target of a method with language adapters, an arm
+    that such a method's adapter intermediate run trains) is among those whose evaluation texts the adapters' corpus
+    leaves out: the adapter steps refuse one that may have trained on them, after the study's other steps ran."""
+    where = "lang_adapter.exclude_eval_of"
+    value = str(lang_adapter.get("exclude_eval_of", logged_defaults("lang_adapter")["exclude_eval_of"]))
+    with _naming(path, where, value):
+        excluded = set(studied_tasks(value))
+    served = {}
+    for index, target in enumerate(config["targets"]):
+        methods = [METHODS[name] for name in target.get("methods", config["methods"])]
+        if any(method.lang_adapters for method in methods):
+            served.setdefault(target["task"], f"targets[{index}]")
+        adapter_upstream = any(METHODS[name].lang_adapters for method in methods for name in method.upstream if name)
+        for arm_index, arm in enumerate(config.get("intermediate") or []):
+            if adapter_upstream and arm != NO_INTERMEDIATE:
+                for task in _listed(str(arm["task"])):
+                    served.setdefault(task, f"intermediate[{arm_index}]")
+    for task, user in served.items():
+        if task not in excluded:
+            raise XstiltsInputError(f"{path}: {where}: {value!r}: leaves out no evaluation text of {task}, which "
+                                    f"{user} trains or scores on language adapters: an adapter may then have trained "
+                                    f"on what {task} scores, and its first adapter step would stop the study; name "
+                                    f"{task} too (or use all)")
 
 
 def _check_resources(path: Path, resources, declared: dict[str, set[str]]) -> None:

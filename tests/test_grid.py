@@ -132,6 +132,15 @@ ONE = "seeds: [1]\nmethods: [full]\n"  # the settings every case below shares
      "cannot train it: xquad has no English dev split to select on (a stand-in: select_holdout"),
     (ONE + "targets: [{task: xquad, train_source_override: xnli, select_holdout: 300}]\n", "targets[0].task: 'xquad'",
      "train_source_override xnli is a pair_classification task"),
+    # The source-language study's first run stopped at its 29th step on this: the arm's adapter intermediate run
+    # (adapter_stilts upstream) refused the English adapter, whose corpus had left out PAN-X's evaluation texts only.
+    ("seeds: [1]\nmethods: [adapter_stilts]\nintermediate: [{task: udpos}]\ntargets: [{task: panx}]\n"
+     "lang_adapter: {exclude_eval_of: panx}\n", "lang_adapter.exclude_eval_of: 'panx'",
+     "leaves out no evaluation text of udpos, which intermediate[0] trains or scores on language adapters"),
+    ("seeds: [1]\nmethods: [madx]\ntargets: [{task: panx}]\nlang_adapter: {exclude_eval_of: none}\n",
+     "lang_adapter.exclude_eval_of: 'none'", "leaves out no evaluation text of panx, which targets[0] trains"),
+    ("seeds: [1]\nmethods: [madx]\ntargets: [{task: panx}]\nlang_adapter: {exclude_eval_of: 'panx,udpo'}\n",
+     "lang_adapter.exclude_eval_of: 'panx,udpo'", "unknown task(s) udpo"),
     ("seeds: [1]\nmethods: [madx]\ntargets: [{task: panx}]\nlang_adapter: {protocol: standard}\n",
      "lang_adapter.protocol: 'standard'", "set by the grid: the protocols of the targets"),
     (ONE + "targets: [{task: lareqa, select_holdout: 256, methods: [madx]}]\n", "targets[0].methods[0]: 'madx'",
