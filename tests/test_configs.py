@@ -17,6 +17,7 @@ import yaml
 from click.testing import CliRunner
 
 from components.grid import expand, read_config, shrunk
+from components.methods import METHODS
 from components.options import parameter_names
 from components.settings import PROJECT_ROOT
 from components.tasks import NO_INTERMEDIATE, TaskType, get_task
@@ -97,7 +98,8 @@ StepResults = dict[str, tuple[str, dict[str, float]]]
 def covering_studies(config: dict) -> list[dict]:
     """A study config as two smaller ones that together still run every arm, target and method: every target with
     every method after no intermediate task and after the first arm (the two code paths of a target: from the base
-    model, from an intermediate run), and every arm followed by the target with the most methods. What is left out:
+    model, from an intermediate run), and every arm followed by a target of each method an intermediate run is trained
+    with. What is left out:
     the other arms followed by the other targets (the same steps, from another intermediate run). The shared steps
     run once: the second study reuses them (get-or-run)."""
     arms = config["intermediate"]
@@ -105,10 +107,16 @@ def covering_studies(config: dict) -> list[dict]:
     if len(trained) < 2:
         return [config]
     first_arm = ([NO_INTERMEDIATE] if NO_INTERMEDIATE in arms else []) + trained[:1]
-    richest = max((target for target in config["targets"]
-                   if get_task(target["task"]).task_type is not TaskType.RETRIEVAL),
-                  key=lambda target: len(target.get("methods", config["methods"])))
-    return [{**config, "intermediate": first_arm}, {**config, "targets": [richest]}]
+    # For each method an intermediate run is trained with (full; madx for adapter_stilts), the first target whose
+    # methods start from it: every arm then runs its intermediate step of every method.
+    starting_from: dict[str, dict] = {}
+    for target in config["targets"]:
+        if get_task(target["task"]).task_type is not TaskType.RETRIEVAL:
+            for method in target.get("methods", config["methods"]):
+                for upstream in filter(None, METHODS[method].upstream):
+                    starting_from.setdefault(upstream, target)
+    followers = list({id(target): target for target in starting_from.values()}.values())
+    return [{**config, "intermediate": first_arm}, {**config, "targets": followers}]
 
 
 def run_studies(paths: list[Path]) -> StepResults:
