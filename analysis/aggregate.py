@@ -35,7 +35,8 @@ Definitions (the report states the same):
   (`tatoeba deterministic (seed none)`). Computed only when every task involved is complete.
 - **Low-resource average**: per seed, the mean over the task's languages that are in the low-resource list; complete
   cells only. The task averages, gains and differences carry it as `avg_low_resource` / `gain_low_resource`.
-- **Gain over the baseline**: per seed, configuration minus the no-intermediate run of the same method and model
+- **Gain over the baseline**: per seed, configuration minus the no-intermediate run of the same method (for
+  `adapter_stilts` and `full_then_madx`, which start from an intermediate run: `madx`) and model
   (paired by seed: the seed fixes the target phase's initialisation and data order; a deterministic run, seed `none`,
   pairs with every seed), per language and for the task averages; then mean, std and a 95% bootstrap interval over
   seeds. **Method difference**: the same with
@@ -106,7 +107,10 @@ class Comparison:
 
 
 INTERMEDIATE_GAIN = Comparison("gain over the no-intermediate baseline", "intermediate_task", NO_INTERMEDIATE,
-                               ("method", "model"))
+                               ("baseline_method", "model"))
+# The method without an intermediate task that a method after one is compared with: an adapter method that starts
+# from an intermediate run has MAD-X as its no-intermediate counterpart (every other method is its own).
+NO_INTERMEDIATE_COUNTERPART = {"adapter_stilts": "madx", "full_then_madx": "madx"}
 METHOD_DIFFERENCE = Comparison("difference from full fine-tuning", "method", REFERENCE_METHOD,
                                ("model", "intermediate_task", "intermediate_source_lang"))
 SOURCE_LANGUAGE_DIFFERENCE = Comparison("difference from the same intermediate task in English",
@@ -148,12 +152,13 @@ def analyse(tidy: pd.DataFrame, distances: pd.DataFrame, settings: Settings) -> 
     per_seed = task_average_per_seed(scores, coverage, scope, settings.low_resource_langs)
     by_language = scores.rename(columns={"value": "gain"})
     by_task = per_seed.rename(columns=dict(zip(AVERAGE_COLUMNS, GAIN_COLUMNS)))
-    language_gains = with_distance(compare(by_language, ["gain"], INTERMEDIATE_GAIN, settings), distances)
+    language_gains = with_distance(gains(by_language, ["gain"], settings), distances)
     configs = scores[list(CONFIG)].drop_duplicates()
     notes = (*refused, *coverage.loc[~coverage["complete"], "note"], *optimistic_notes(optimistic, settings),
-             *comparison_notes(configs, INTERMEDIATE_GAIN), *comparison_notes(configs, METHOD_DIFFERENCE),
+             *comparison_notes(with_baseline_method(configs), INTERMEDIATE_GAIN),
+             *comparison_notes(configs, METHOD_DIFFERENCE),
              *comparison_notes(configs[configs["intermediate_task"] != NO_INTERMEDIATE], SOURCE_LANGUAGE_DIFFERENCE),
-             *split_notes(task_splits), *split_mismatch_notes(scores, INTERMEDIATE_GAIN),
+             *split_notes(task_splits), *split_mismatch_notes(with_baseline_method(scores), INTERMEDIATE_GAIN),
              *split_mismatch_notes(scores, METHOD_DIFFERENCE), *distance_notes(distances))
     return Analysis(
         per_language=per_language,
@@ -163,7 +168,7 @@ def analyse(tidy: pd.DataFrame, distances: pd.DataFrame, settings: Settings) -> 
                                     for benchmark in BENCHMARKS], ignore_index=True),
         low_resource=low_resource_averages(scores, coverage, settings.low_resource_langs, scope),
         language_gains=language_gains,
-        task_gains=compare(by_task, list(GAIN_COLUMNS), INTERMEDIATE_GAIN, settings),
+        task_gains=gains(by_task, list(GAIN_COLUMNS), settings),
         language_method_differences=compare(by_language, ["gain"], METHOD_DIFFERENCE, settings),
         task_method_differences=compare(by_task, list(GAIN_COLUMNS), METHOD_DIFFERENCE, settings),
         task_source_differences=compare(by_task, list(GAIN_COLUMNS), SOURCE_LANGUAGE_DIFFERENCE, settings),
@@ -172,6 +177,18 @@ def analyse(tidy: pd.DataFrame, distances: pd.DataFrame, settings: Settings) -> 
         optimistic=optimistic,
         notes=notes,
     )
+
+
+def with_baseline_method(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with the `baseline_method` its rows' gains over no intermediate task are paired on."""
+    return frame.assign(baseline_method=frame["method"].map(lambda method: NO_INTERMEDIATE_COUNTERPART.get(method,
+                                                                                                           method)))
+
+
+def gains(frame: pd.DataFrame, columns: list[str], settings: Settings) -> pd.DataFrame:
+    """The gains over the no-intermediate baseline of the same model and counterpart method (`with_baseline_method`:
+    adapter_stilts after an arm against MAD-X without one)."""
+    return compare(with_baseline_method(frame), columns, INTERMEDIATE_GAIN, settings).drop(columns="baseline_method")
 
 
 def intermediate_label(row):
@@ -282,7 +299,8 @@ def split_notes(task_splits: pd.DataFrame) -> list[str]:
 def split_mismatch_notes(scores: pd.DataFrame, comparison: Comparison) -> list[str]:
     """Languages without a paired difference because a configuration and its reference were scored on different
     evaluation splits."""
-    splits = scores[[*CONFIG, "target_task", "lang", "eval_split"]].drop_duplicates()
+    splits = scores[list(dict.fromkeys([*CONFIG, *comparison.match, "target_task", "lang", "eval_split"]))]
+    splits = splits.drop_duplicates()
     is_reference = splits[comparison.column] == comparison.reference
     keys = [*comparison.match, "target_task", "lang"]
     paired = splits[~is_reference].merge(splits.loc[is_reference, [*keys, "eval_split"]], on=keys,
@@ -508,8 +526,9 @@ def paired_differences(frame: pd.DataFrame, columns: list[str], comparison: Comp
     """
     keys = [column for column in frame.columns if column not in (*CONFIG, *columns, "seed")]
     is_reference = frame[comparison.column] == comparison.reference
-    reference = frame.loc[is_reference, [*comparison.match, *keys, "seed", *columns]]
-    paired = frame[~is_reference].merge(reference, on=[*comparison.match, *keys], suffixes=("", "_reference"))
+    on = list(dict.fromkeys([*comparison.match, *keys]))
+    reference = frame.loc[is_reference, [*on, "seed", *columns]]
+    paired = frame[~is_reference].merge(reference, on=on, suffixes=("", "_reference"))
     seed, reference_seed = paired["seed"], paired.pop("seed_reference")
     pairs = (seed == reference_seed) | (seed == NO_SEED) | (reference_seed == NO_SEED)
     paired = paired[pairs].assign(seed=seed.where(seed != NO_SEED, reference_seed)[pairs])

@@ -126,7 +126,8 @@ def wall_times(runs) -> list[tuple[str, str]]:
     steps = ended[~ended["tags.xlt.phase"].isin(["tune", "main"])]
     for phase, group in steps.groupby("tags.xlt.phase"):
         seconds = (group["end_time"] - group["start_time"]).dt.total_seconds()
-        rows.append((f"{phase} runs: {len(group)}, summed", _duration(float(seconds.sum()))
+        rows.append((f"{phase} runs (every attempt, failed and superseded ones too): {len(group)}, summed",
+                     _duration(float(seconds.sum()))
                      + f" (median {pd.Series(seconds).median():.0f} s)"))
     return rows
 
@@ -210,7 +211,8 @@ def answers(analysis) -> list[str]:
             lines.append(f"- {subject(row)} on {row['target_task']}: " + "; ".join(parts) + ".")
         return lines
 
-    out = ["**Does intermediate-task training help?** Each arm against the same method without an intermediate task:"]
+    out = ["**Does intermediate-task training help?** Each arm against the same method without an intermediate task "
+           "(MAD-X for adapter_stilts):"]
     out += said(analysis.task_gains, config_label, "no intermediate task") or ["- no gain could be computed."]
     out += ["", "**Does the source language matter?** The same intermediate task in another source language against "
                 "it in English:"]

@@ -464,3 +464,18 @@ def test_low_resource_gain_and_source_language_difference_per_seed():
     assert (japanese["gain_low_resource_ci_low"], japanese["gain_low_resource_ci_high"]) == \
         pytest.approx(tuple(np.percentile(resampled, [2.5, 97.5])))
     assert len(analysis.task_source_differences) == 1  # udpos(en) is the reference; none has no English arm
+
+
+def test_adapter_stilts_gains_over_madx_without_an_intermediate_task():
+    """adapter_stilts starts from an intermediate run: its no-intermediate counterpart is MAD-X, not itself."""
+    runs = []
+    for seed, (madx, stilts) in zip(("1", "2"), ((30, 34), (32, 33))):
+        runs.append(values("xnli", every_lang("xnli", madx), seed=seed, method="madx"))
+        runs.append(values("xnli", every_lang("xnli", stilts), seed=seed, method="adapter_stilts",
+                           intermediate="udpos", source="en"))
+        runs.append(values("xnli", every_lang("xnli", 50), seed=seed))  # full: its own baseline, no arm
+    analysis = analyse(tidy(*runs), NO_DISTANCES, Settings(("sw",), n_resamples=100))
+    gain = row(analysis.task_gains, method="adapter_stilts")
+    assert (gain["gain"], gain["n_seeds"]) == (pytest.approx(((34 - 30) + (33 - 32)) / 2), 2)
+    assert len(analysis.task_gains) == 1 and "baseline_method" not in analysis.task_gains
+    assert not [note for note in analysis.notes if "no gain over the no-intermediate baseline" in note]
