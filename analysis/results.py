@@ -75,9 +75,12 @@ def given_options(context: click.Context) -> list[str]:
 
 
 def _read_config(path: Path) -> dict:
-    import yaml
+    """The study config, checked as `main` checks it: a bad file is one error naming it, before anything is read."""
+    from components.grid import read_config
+    from components.options import parameter_names
+    from pipelines.main import STEP_ENTRIES
 
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    return read_config(path, {entry: parameter_names(entry) for entry in STEP_ENTRIES})
 
 
 def evaluated_languages(config: dict) -> list[str]:

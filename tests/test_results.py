@@ -96,3 +96,13 @@ def test_an_unknown_experiment_is_one_error_and_writes_nothing(tracking_store, t
     code, out = written(tmp_path, "--experiment", "no-such-study")
     assert code != 0 and "experiment 'no-such-study' does not exist" in out, out
     assert not (tmp_path / "RESULTS.md").exists()
+
+
+def test_a_config_that_is_not_a_study_config_is_one_error_and_writes_nothing(tracking_store, tmp_path):
+    log_study()
+    config = tmp_path / "toy.yaml"
+    config.write_text("seeds: [1]\nmethods: [full]\ntargets: [{task: xnlii}]\n")
+    result = CliRunner().invoke(results.main, ["--experiment", "toy-source", "--config", str(config), "--output",
+                                               str(tmp_path / "RESULTS.md")])
+    assert result.exit_code == 2 and f"{config}: targets[0].task: 'xnlii'" in result.output, result.output
+    assert not (tmp_path / "RESULTS.md").exists()
