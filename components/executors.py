@@ -232,7 +232,8 @@ class RayExecutor:
         if not address:
             environment |= {DATA_ROOT_ENV: str(data_root()), CACHE_DIR_ENV: str(cache_dir())}
         try:
-            context = ray.init(address=address or None, include_dashboard=None, logging_level="ERROR",
+            # "local": a new instance even where RAY_ADDRESS names a cluster (Ray's default would join that one).
+            context = ray.init(address=address or "local", include_dashboard=None, logging_level="ERROR",
                                log_to_driver=True,
                                runtime_env={"working_dir": str(PROJECT_ROOT), "excludes": RAY_EXCLUDES,
                                             "env_vars": environment})

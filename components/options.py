@@ -240,8 +240,9 @@ MAIN = (
     Option("executor", str, "local", "Where steps run: local (threads on this machine, --workers at a time, one GPU "
                                      "each where it has several) or ray (a Ray task per step; docs/scale-out.md).",
            ("local", "ray")),
-    Option("ray_address", str, "", "executor=ray: the cluster; empty = start a local Ray instance, auto = the "
-                                   "cluster this machine belongs to, host:port or ray://host:10001."),
+    Option("ray_address", str, "", "executor=ray: the cluster; empty = start a local Ray instance (whatever "
+                                   "RAY_ADDRESS says), auto = the cluster this machine belongs to, host:port or "
+                                   "ray://host:10001."),
     Option("max_retries", int, 1, "Times a step whose process or node died is run again.", minimum=0),
     Option("plan", bool, False, "Print every step (cached, or to run with its estimated CPU-/GPU-hours from "
                                 "finished runs in the store) and stop: nothing trains (docs/scale-out.md)."),

@@ -296,26 +296,29 @@ def finish(driver: subprocess.Popen, config: Path) -> subprocess.CompletedProces
     return subprocess.CompletedProcess(driver.args, driver.returncode, driver_log(config).read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("form", ["auto", "ray://"])
+@pytest.mark.parametrize("form", ["auto", "ray://", "empty"])
 def test_a_head_started_with_the_ray_cli_runs_the_grid_at_address_auto_and_through_ray_client(
         form, ray_head, tracking_server, small_grid_reference, tiny_model_dir, tmp_path):
     """The driver is a process of its own, as a user starts it on one of the cluster's machines (`auto`, with
-    RAY_ADDRESS set as on a cluster node) or anywhere that reaches the head's client port (`ray://`)."""
+    RAY_ADDRESS set as on a cluster node) or anywhere that reaches the head's client port (`ray://`). An empty address
+    starts a local instance of the driver's own even there: the steps do not run on the head."""
     experiment_name = f"cli-head-{form}"
     environment = driver_environment(tracking_server, experiment_name, **ray_head.authentication)
-    if form == "auto":
+    address = {"auto": "auto", "ray://": f"ray://127.0.0.1:{ray_head.client_port}", "empty": ""}[form]
+    if form != "ray://":
         environment["RAY_ADDRESS"] = ray_head.gcs_address
-        address = "auto"
-    else:
-        address = f"ray://127.0.0.1:{ray_head.client_port}"
     config = small_study(tmp_path, tiny_model_dir)
     driver = finish(start_driver(config, address, environment), config)
     assert driver.returncode == 0, driver.stdout
-    assert f"executor ray: the Ray cluster at {address}, 1 node(s), 0 GPU(s), 2 CPU(s)" in driver.stdout, driver.stdout
+    where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+    assert f"executor ray: {where}, 1 node(s), 0 GPU(s), " in driver.stdout, driver.stdout
     client = MlflowClient(tracking_server)
     runs = check_every_step_ran_like_the_reference(client, driver.stdout, small_grid_reference)
-    # The steps ran on the CLI's head (not on a Ray instance of their own), with no GPU, artifacts on the server.
-    assert {run.data.tags["xlt.node"] for run in runs.values()} == {f"{socket.gethostname()}/{ray_head.node_id[:8]}"}
+    # The steps ran with no GPU and artifacts on the server: on the CLI's head, not on a Ray instance of their own,
+    # unless the address was empty.
+    nodes = {run.data.tags["xlt.node"] for run in runs.values()}
+    on_head = {f"{socket.gethostname()}/{ray_head.node_id[:8]}"}
+    assert (nodes != on_head and len(nodes) == 1) if form == "empty" else nodes == on_head, nodes
     assert {run.data.tags["xlt.devices"] for run in runs.values()} == {"cpu"}
     assert all(run.info.artifact_uri.startswith("mlflow-artifacts:/") for run in runs.values())
     experiment = client.get_experiment_by_name(experiment_name).experiment_id
