@@ -165,12 +165,15 @@ def analysis_section(scale: dict) -> str:
 
 
 def demo_section(demo: dict | None, source: Path) -> str:
-    wall, rerun = ((f"{demo['wall_s']:.0f} s", f"{demo['rerun_s']:.0f} s") if demo
-                   else (NOT_MEASURED, NOT_MEASURED))
+    """One row per executor the demo ran with (`-P executor=`), both in one session on one machine."""
+    rows = [(executor, f"{run['wall_s']:.0f} s", f"{run['rerun_s']:.0f} s", f"`{run['command']}`")
+            for executor, run in demo["executors"].items()] if demo else [(NOT_MEASURED,) * 4]
     where = f"measured on {describe_machine(demo['machine'])}" if demo else f"no {source} yet"
     return ("## Demo grid\n\n"
-            f"The demo study (`configs/demo.yaml`) end to end, and rerun with every phase a cache hit; {where}.\n\n"
-            + markdown_table(("demo grid wall time", "cache-hit rerun time"), [(wall, rerun)]))
+            f"The demo study (`configs/demo.yaml`) end to end, and rerun with every phase a cache hit; {where}. "
+            "Wall time is the script's own count (environment set-up excluded).\n\n"
+            + markdown_table(("executor", "demo wall time", "cache-hit rerun time", "command"), rows)
+            + (f"\n{demo['same_results']}\n" if demo and "same_results" in demo else ""))
 
 
 DISPATCH_TARGET_S = 1.0  # median seconds from a step's upstream end to its process start, at most

@@ -512,6 +512,30 @@ def _on_hub(spec: TaskSpec, split: str) -> bool:
     return spec.hf_dataset is not None and split in spec.hf_splits
 
 
+def _hub_gap(spec: TaskSpec, split: str, lang: str) -> str:
+    """Why the Hugging Face Hub cannot serve `split` in `lang` here ("" when it can, as far as can be told without
+    downloading): no dataset registered, or the Hub offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and no prepared
+    copy of the split in the datasets cache, where `datasets` would look for one."""
+    if not _on_hub(spec, split):
+        return f"no Hugging Face dataset is registered for {spec.name} {split}"
+    import datasets  # imported here: offline users never pay for it
+
+    if not datasets.config.HF_HUB_OFFLINE:
+        return ""
+    dataset_id, config = spec.hf_dataset
+    config_name = config.format(lang=lang) if config else None
+    hub_split = spec.hf_splits[split]
+    try:
+        cached = datasets.load_dataset_builder(dataset_id, config_name).info.splits or {}
+    except (OSError, ValueError):  # what `datasets` raises offline for a dataset it has not cached
+        cached = {}
+    if hub_split in cached:
+        return ""
+    return (f"the Hugging Face Hub is offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and its datasets cache "
+            f"({datasets.config.HF_DATASETS_CACHE}) has no {dataset_id}{f' {config_name}' if config_name else ''} "
+            f"{hub_split} split")
+
+
 def _from_hub(spec: TaskSpec, split: str, lang: str) -> list[Example]:
     """The Hugging Face `datasets` path for users online; raises with the reason when it is unreachable."""
     if not _on_hub(spec, split):
@@ -806,21 +830,29 @@ def training_stages(spec: TaskSpec, protocol: str, lang: str, root: Path | None 
 
 
 def english_training_gap(spec: TaskSpec, protocol: str, train_source: str = "", select_holdout: int = 0) -> str:
-    """What the registry lacks for `training_stages` to train `spec` on English ("" when nothing): an English split,
-    in local files or on the Hub, for each stage's training and selection. Read from the registry alone, so that a
-    study grid refuses such a target before any step runs; `train_source` and `select_holdout` are the stand-ins.
+    """What `training_stages` lacks here to train `spec` on English ("" when nothing): an English split, in local
+    files or on the Hub (offline: in its datasets cache), for each stage's training and selection. Told from the
+    registry and which files exist, without reading them, so that a study grid refuses such a target before any step
+    runs; `train_source` and `select_holdout` are the stand-ins.
     """
     if resolve_protocol(spec, protocol) == "dev-split":
-        return "" if spec.dev_split and _declared(spec, "dev") else f"{spec.name} has no English dev pool to split"
+        if not spec.dev_split:
+            return f"{spec.name} has no English dev pool to split"
+        gap = _english_gap(spec, "dev")
+        return f"{spec.name} has no English dev pool here: {gap}" if gap else ""
     *earlier, last = _training_sources(spec, train_source)
     for source in earlier:  # as `_earlier_stage`: a split of the dev pool, or the train split and dev selection
-        if not (_declared(source, "dev") and (source.dev_split or _declared(source, "train"))):
-            return f"its training source {source.name} has no English train and dev data"
-    if not _declared(last, "train"):
-        return f"{last.name} has no English train split (a stand-in: train_source_override: <a task of its type>)"
-    if not select_holdout and not _declared(spec, "dev"):
-        return (f"{spec.name} has no English dev split to select on (a stand-in: select_holdout: N, the last N "
-                "training items)")
+        gap = _english_gap(source, "dev") or ("" if source.dev_split else _english_gap(source, "train"))
+        if gap:
+            return f"its training source {source.name} has no English train and dev data here: {gap}"
+    gap = _english_gap(last, "train")
+    if gap:
+        return (f"{last.name} has no English train split here: {gap} (a stand-in: train_source_override: <a task of "
+                "its type>)")
+    gap = "" if select_holdout else _english_gap(spec, "dev")
+    if gap:
+        return (f"{spec.name} has no English dev split to select on here: {gap} (a stand-in: select_holdout: N, the "
+                "last N training items)")
     return ""
 
 
@@ -832,14 +864,21 @@ def source_training_gap(spec: TaskSpec, lang: str, root: Path | None = None) -> 
         return f"{spec.name} is evaluated without task training: it has no training data"
     if lang == "en":
         return english_training_gap(spec, "auto")
-    if _on_hub(spec, "train"):
+    return _split_gap(spec, "train", lang, root or data_root())
+
+
+def _english_gap(spec: TaskSpec, split: str) -> str:
+    return _split_gap(spec, split, "en", data_root())
+
+
+def _split_gap(spec: TaskSpec, split: str, lang: str, root: Path) -> str:
+    """Why neither local files nor the Hub can serve labeled `split` in `lang` here ("" when one can): the files'
+    presence, not their content, which the phase reads."""
+    local = _local_gap(spec, split, lang, root)
+    if not local:
         return ""
-    return _local_gap(spec, "train", lang, root or data_root())
-
-
-def _declared(spec: TaskSpec, split: str) -> bool:
-    """Whether the registry names labeled English data of `split`: XTREME-layout files or a Hub split."""
-    return (bool(spec.files.get(split)) and split not in spec.withheld_label_splits) or _on_hub(spec, split)
+    hub = _hub_gap(spec, split, lang)
+    return f"{local}; {hub}" if hub else ""
 
 
 def _training_sources(spec: TaskSpec, train_source: str) -> list[TaskSpec]:
@@ -945,13 +984,14 @@ def choose_evaluation_split(spec: TaskSpec, protocol: str, lang: str, root: Path
     dev_gap = _local_labels_gap(spec, "dev", lang, root)
     if not dev_gap:
         return EvaluationSplit("dev", f"test: {test_gap}")
-    if _on_hub(spec, "test"):
+    hub = _hub_gap(spec, "test", lang)
+    if not hub:
         return EvaluationSplit("test", f"Hugging Face Hub {spec.hf_dataset[0]} (local test: {test_gap}; local dev: "
                                        f"{dev_gap})")
     raise XstiltsInputError(
         f"cannot evaluate {spec.name} [{lang}]: no labeled test or dev data. test: {test_gap}; dev: {dev_gap}; "
-        f"no Hugging Face dataset is registered for {spec.name} test. Leave the language out (langs) or obtain its "
-        "files with google-research/xtreme scripts/download_data.sh."
+        f"{hub}. Leave the language out (langs) or obtain its files with google-research/xtreme "
+        "scripts/download_data.sh."
     )
 
 

@@ -122,6 +122,9 @@ def main_process_only(function):
     return on_main_process
 
 
+CPU_THREADS_TAG = "cpu_threads"
+
+
 @contextmanager
 def phase_run(phase: str, params: dict, tags: dict | None = None, parent_run_id: str = "") -> Iterator[str]:
     """One MLflow run for one phase invocation; yields its id.
@@ -146,7 +149,11 @@ def phase_run(phase: str, params: dict, tags: dict | None = None, parent_run_id:
         try:
             if parent_run_id:
                 mlflow.set_tag(MLFLOW_PARENT_RUN_ID, parent_run_id)
-            mlflow.set_tags({f"{TAG_PREFIX}phase": phase, **{f"{TAG_PREFIX}{k}": v for k, v in (tags or {}).items()}})
+            # CPU results change in their last digits with the thread count (the order of float sums), and so
+            # through training by a few items: runs compared across executors or machines say what they ran with.
+            threads = str(torch.get_num_threads())
+            mlflow.set_tags({f"{TAG_PREFIX}phase": phase, f"{TAG_PREFIX}{CPU_THREADS_TAG}": threads,
+                             **{f"{TAG_PREFIX}{k}": v for k, v in (tags or {}).items()}})
             log_params(params)
             name_run(run.info.run_id, phase, params, tags or {})
             describe_experiment(run.info.experiment_id)

@@ -73,9 +73,12 @@ def test_markdown_table():
 
 
 def test_demo_section_reads_the_demo_timings_or_says_not_measured(tmp_path):
-    assert "| not measured | not measured |" in demo_section(None, tmp_path / "demo-grid.json")
-    measured = demo_section({"wall_s": 1234.4, "rerun_s": 12.6, "machine": {"gpu": "H100"}}, tmp_path)
-    assert "| 1234 s | 13 s |" in measured and "gpu H100" in measured
+    assert "| not measured | not measured | not measured | not measured |" in demo_section(None, tmp_path / "d.json")
+    measured = demo_section({"executors": {"local": {"wall_s": 1234.4, "rerun_s": 12.6, "command": "bash demo.sh"},
+                                           "ray": {"wall_s": 999.5, "rerun_s": 50.0, "command": "bash demo.sh -P x"}},
+                             "machine": {"gpu": "H100"}}, tmp_path)
+    assert "| local | 1234 s | 13 s | `bash demo.sh` |\n| ray | 1000 s | 50 s | `bash demo.sh -P x` |" in measured
+    assert "gpu H100" in measured
 
 
 def test_synthetic_runs_fill_the_grid_in_order_and_collect_accepts_every_value():

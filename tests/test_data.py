@@ -1,6 +1,7 @@
 import csv
 import json
 
+import datasets
 import pytest
 
 from components.data import (EvaluationSplit, choose_evaluation_split, cut_dev_pool, evaluation_data, evaluation_set,
@@ -257,14 +258,19 @@ def squad_file(*answers: str) -> str:
         for number, text in enumerate(answers, start=1)]}]}]})
 
 
-def test_blanked_qa_answers_send_evaluation_to_the_hub_which_offline_names_the_file(tmp_path):
+def test_blanked_qa_answers_send_evaluation_to_the_hub_which_offline_names_the_file(tmp_path, monkeypatch):
     path = write(tmp_path, "xtreme/download/xquad/xquad.de.json", squad_file("", ""))
-    choice = choose_evaluation_split(XQUAD, "standard", "de", tmp_path)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "empty-hf-datasets-cache")
+    with monkeypatch.context() as online:
+        online.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+        choice = choose_evaluation_split(XQUAD, "standard", "de", tmp_path)
     assert choice == EvaluationSplit("test", f"Hugging Face Hub google/xquad (local test: labels withheld in {path} "
                                              "(no question has an answer text); local dev: the XTREME layout has no "
                                              "dev split for xquad)")
-    with pytest.raises(XstiltsInputError, match=f"cannot load xquad test \\[de\\]: labels withheld in {path} .*the "
-                                                "Hugging Face dataset path failed too"):
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(XstiltsInputError, match=f"cannot evaluate xquad \\[de\\]: no labeled test or dev data. test: "
+                                                f"labels withheld in {path} .*; the Hugging Face Hub is offline .* has "
+                                                "no google/xquad xquad.de validation split"):
         evaluation_data(XQUAD, "standard", "de", tmp_path)
     write(tmp_path, "xtreme/download/xquad/xquad.de.json", squad_file("cat", ""))
     with pytest.raises(XstiltsInputError, match=f"{path}: question q2 has no answer text \\(1 of 2 questions"):

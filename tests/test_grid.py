@@ -12,6 +12,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import datasets
 import mlflow
 import pytest
 import yaml
@@ -27,6 +28,7 @@ from components.options import parameter_names
 from components.tasks import get_task
 from components.settings import PROJECT_ROOT, threads_per_process
 from pipelines import main
+from tests.hub_fixtures import hub_cache, hub_datasets  # noqa: F401  (fixtures: Hub-only tasks offline)
 
 DECLARED = {entry: parameter_names(entry) for entry in main.STEP_ENTRIES}
 
@@ -128,8 +130,20 @@ ONE = "seeds: [1]\nmethods: [full]\n"  # the settings every case below shares
      "task 'ccg' cannot be obtained: CCGbank is LDC-licensed"),
     ("seeds: [1]\nmethods: [madx]\ntargets: [{task: xnli}]\nlang_adapter_langs: [en, qu]\n",
      "lang_adapter_langs[1]: 'qu'", "unknown language: no target task has it"),
-    (ONE + "targets: [{task: xquad}]\n", "targets[0].task: 'xquad'",
-     "cannot train it: xquad has no English dev split to select on (a stand-in: select_holdout"),
+    (ONE + "targets: [{task: xquad, train_source_override: tydiqa}]\n", "targets[0].task: 'xquad'",
+     "cannot train it: xquad has no English dev split to select on here: the XTREME layout has no dev split for "
+     "xquad; no Hugging Face dataset is registered for xquad dev (a stand-in: select_holdout"),
+    # Hub-only data offline, with nothing of it in the datasets cache (an empty one: `empty_hub_cache`).
+    (ONE + "targets: [{task: xquad, select_holdout: 300}]\n", "targets[0].task: 'xquad'",
+     "cannot train it: squad has no English train split here: missing data file(s): "),
+    (ONE + "targets: [{task: xquad, select_holdout: 300}]\n", "targets[0].task: 'xquad'",
+     "; the Hugging Face Hub is offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and its datasets cache "),
+    (ONE + "targets: [{task: pawsx, protocol: standard}]\n", "targets[0].task: 'pawsx'",
+     "has no google-research-datasets/paws-x en train split (a stand-in: train_source_override"),
+    (ONE + "intermediate: [{task: tydiqa, source_lang: ar}]\ntargets: [{task: xnli}]\n", "intermediate[0].task: "
+     "'tydiqa'", "cannot be an intermediate task in ar: missing data file(s): "),
+    (ONE + "intermediate: [{task: mnli}]\ntargets: [{task: xnli}]\n", "intermediate[0].task: 'mnli'",
+     "has no nyu-mll/multi_nli train split (a stand-in: train_source_override"),
     (ONE + "targets: [{task: xquad, train_source_override: xnli, select_holdout: 300}]\n", "targets[0].task: 'xquad'",
      "train_source_override xnli is a pair_classification task"),
     # The source-language study's first run stopped at its 29th step on this: the arm's adapter intermediate run
@@ -176,13 +190,42 @@ ONE = "seeds: [1]\nmethods: [full]\n"  # the settings every case below shares
     (ONE + "targets: [{task: tatoeba, evaluate: {langs: de, retrieval_layer: '-14'}}]\n",
      "targets[0].evaluate.retrieval_layer: '-14'", "(0 = embeddings, 12 or -1 = last layer)"),
 ])
-def test_bad_configs_are_one_line_naming_the_file_the_key_and_the_value(tmp_path, text, where, message):
+def test_bad_configs_are_one_line_naming_the_file_the_key_and_the_value(tmp_path, empty_hub_cache, text, where,
+                                                                        message):
     path = write(tmp_path, text)
     with pytest.raises(XstiltsInputError) as refused:
         read_config(path, DECLARED)
     assert str(refused.value).startswith(f"{path}: {where}")
     assert message in str(refused.value)
     assert "\n" not in str(refused.value)
+
+
+@pytest.fixture
+def empty_hub_cache(tmp_path, monkeypatch) -> Path:
+    """The Hub offline with an empty datasets cache, whatever this machine's own cache holds."""
+    cache = tmp_path / "hf-datasets-cache"
+    cache.mkdir()
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+HUB_ONLY_CELLS = ("intermediate: [{task: tydiqa, source_lang: ar}, {task: mnli}]\n"
+                  "targets: [{task: pawsx, protocol: standard}]\n")
+
+
+def test_hub_only_data_passes_offline_where_the_datasets_cache_has_it(tmp_path, hub_datasets):
+    """The cells refused above on an empty cache, with the Hub's splits prepared in the cache (tests/hub_fixtures.py:
+    the real cache layout `datasets` reads offline)."""
+    config = read_config(write(tmp_path, ONE + HUB_ONLY_CELLS), DECLARED)
+    assert [arm["task"] for arm in config["intermediate"]] == ["tydiqa", "mnli"]
+
+
+def test_hub_only_data_is_taken_on_the_registry_s_word_online(tmp_path, empty_hub_cache, monkeypatch):
+    """Online, the Hub serves what the registry names; the check does not download it to look."""
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    config = read_config(write(tmp_path, ONE + HUB_ONLY_CELLS), DECLARED)
+    assert [target["task"] for target in config["targets"]] == ["pawsx"]
 
 
 def test_a_config_that_is_not_utf8_names_its_line_and_byte(tmp_path):
@@ -249,9 +292,19 @@ def test_shipped_offline_configs_expand(name):
 
 
 @pytest.mark.parametrize("name", ["paper.yaml", "xtreme-r-adapters.yaml"])
-def test_shipped_gpu_configs_are_refused_on_the_bundle_before_anything_trains(name):
-    """They evaluate UD-POS in every language, Thai included, whose only test treebank (PUD) the bundle leaves out:
-    the XTREME download has it (tests/test_configs.py runs them shrunk to the bundle's languages)."""
+def test_shipped_gpu_configs_are_refused_on_the_bundle_before_anything_trains(name, empty_hub_cache):
+    """Offline, their Hub-only arms are refused first; with those in the datasets cache, UD-POS in every language,
+    Thai included, whose only test treebank (PUD) the bundle leaves out: the XTREME download has it
+    (tests/test_configs.py runs them shrunk to the bundle's languages)."""
+    path = PROJECT_ROOT / "configs" / name
+    with pytest.raises(XstiltsInputError) as refused:
+        read_config(path, DECLARED)
+    assert re.match(rf"{re.escape(str(path))}: intermediate\[\d+\]\.task: '[a-z_0-9]+': cannot be an intermediate "
+                    "task in en: .* the Hugging Face Hub is offline", str(refused.value)), str(refused.value)
+
+
+@pytest.mark.parametrize("name", ["paper.yaml", "xtreme-r-adapters.yaml"])
+def test_shipped_gpu_configs_with_their_hub_data_cached_are_refused_on_the_bundle_s_languages(name, hub_datasets):
     path = PROJECT_ROOT / "configs" / name
     with pytest.raises(XstiltsInputError) as refused:
         read_config(path, DECLARED)

@@ -320,6 +320,8 @@ def test_a_head_started_with_the_ray_cli_runs_the_grid_at_address_auto_and_throu
     on_head = {f"{socket.gethostname()}/{ray_head.node_id[:8]}"}
     assert (nodes != on_head and len(nodes) == 1) if form == "empty" else nodes == on_head, nodes
     assert {run.data.tags["xlt.devices"] for run in runs.values()} == {"cpu"}
+    # Ray sets OMP_NUM_THREADS to a task's CPUs (one by default), which the step process inherits.
+    assert {run.data.tags["xlt.cpu_threads"] for run in runs.values()} == {"1"}
     assert all(run.info.artifact_uri.startswith("mlflow-artifacts:/") for run in runs.values())
     experiment = client.get_experiment_by_name(experiment_name).experiment_id
     assert client.search_runs([experiment], "attributes.status != 'FINISHED'") == []

@@ -8,6 +8,7 @@ import statistics
 
 import mlflow
 import pytest
+import torch
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
@@ -209,6 +210,18 @@ def test_a_name_given_by_hand_is_kept_and_a_generated_one_replaced(tracking_stor
         tracking.name_run(run.info.run_id, "target", params, {})
     assert MlflowClient().get_run(given.info.run_id).info.run_name == "my panx try"
     assert MlflowClient().get_run(generated.info.run_id).info.run_name == "target · panx · madx · s1"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_phase_run_records_the_cpu_threads_torch_computes_with(tracking_store, threads):
+    default = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with tracking.phase_run("evaluate", {"task": "xnli"}) as run_id:
+            pass
+    finally:
+        torch.set_num_threads(default)
+    assert MlflowClient().get_run(run_id).data.tags["xlt.cpu_threads"] == str(threads)
 
 
 def test_names_of_the_other_phases():
