@@ -252,7 +252,7 @@ def test_a_declared_stand_in_makes_a_target_trainable(tmp_path):
     assert [step.entry for step in expand(read_config(write(tmp_path, text), DECLARED)).steps] == ["target", "evaluate"]
 
 
-def test_methods_skip_the_tasks_they_cannot_train(tmp_path):
+def test_methods_skip_the_tasks_they_cannot_train(tmp_path, hub_datasets):  # LAReQA trains on SQuAD
     text = "seeds: [1]\nmethods: [full, madx]\ntargets: [{task: lareqa, select_holdout: 256}]\n"
     grid = expand(read_config(write(tmp_path, text), DECLARED))
     assert grid.skipped == ["none -> lareqa x madx: " + unsupported_reason(METHODS["madx"], get_task("lareqa"))]
@@ -377,7 +377,7 @@ def test_a_target_can_take_one_tuned_cell_for_every_arm(tmp_path):
         ("pawsx", 0.0002, None)]
 
 
-def test_language_adapters_leave_out_what_every_target_they_serve_evaluates(tmp_path):
+def test_language_adapters_leave_out_what_every_target_they_serve_evaluates(tmp_path, hub_datasets):
     text = ("seeds: [1]\nmethods: [madx]\nlang_adapter_fallback: source\ntargets:\n"
             "  - {task: xnli, protocol: dev-split}\n"
             "  - {task: panx}\n"
@@ -505,7 +505,8 @@ def error_lines(output: str) -> list[str]:
     ("model: xlmr-tiny\nseeds: [1]\nmethods: [full]\ntargets: [{task: xnli}]\n", "'xlmr-tiny'"),
     ("seeds: [1]\nmethods: [full]\ntargets: [{task: lareqa}]\n", "select_holdout"),
 ])
-def test_a_bad_config_is_one_error_line_and_leaves_no_run(tracking_store, tmp_path, text, value):
+def test_a_bad_config_is_one_error_line_and_leaves_no_run(tracking_store, hub_datasets, tmp_path, text, value):
+    """(LAReQA trains on SQuAD: `hub_datasets` has it.)"""
     path = write(tmp_path, text)
     result = run_main(path)
     assert result.exit_code == 2

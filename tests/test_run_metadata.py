@@ -59,7 +59,8 @@ def chain(chain_store, monkeypatch):
 
 def xlt_tags(run) -> dict[str, str]:
     return {key: value for key, value in run.data.tags.items()
-            if key.startswith("xlt.") and key not in ("xlt.phase", "xlt.task", "xlt.adapter", "xlt.lang")}
+            if key.startswith("xlt.")
+            and key not in ("xlt.phase", "xlt.task", "xlt.adapter", "xlt.lang", "xlt.cpu_threads")}
 
 
 def test_runs_started_by_hand_are_named_and_tagged_from_what_they_are(chain, tiny_model_dir):
