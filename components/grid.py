@@ -19,11 +19,10 @@ from components.corpus import studied_tasks
 from components.data import choose_evaluation_split, english_training_gap, source_training_gap
 from components.errors import XstiltsInputError, not_utf8
 from components.methods import METHODS, NO_UPSTREAM, Method, unsupported_reason
+from components.model_registry import DEFAULT_MODEL, check_max_length, check_model, hidden_state_count
 from components.options import logged_defaults
-from components.models import DEFAULT_MODEL, check_model, hidden_state_count
 from components.retrieval import RETRIEVAL_TASKS, check_files, task_paths
 from components.settings import PROJECT_ROOT
-from components.training import check_max_length
 from components.tasks import NO_INTERMEDIATE, TaskSpec, TaskType, check_obtainable, get_task
 from tuning.best_params import DEFAULT_DIR, TunedCell, cell_key, intermediate_label, tuned_cell
 
@@ -337,7 +336,7 @@ def _check_target(path: Path, where: str, target, declared: dict[str, set[str]],
 
 def _check_values(path: Path, where: str, params: dict, specs: list[TaskSpec], model: str) -> None:
     """Numeric params within their ranges, and `max_length` between what the tasks need and what the model takes
-    (`components.training.check_max_length`, the check the phases run)."""
+    (`components.model_registry.check_max_length`, the check the phases run)."""
     for name, value_range in VALUE_RANGES.items():
         if name in params and not value_range.admits(params[name]):
             raise XstiltsInputError(f"{path}: {where}.{name}: {params[name]!r}: expected {value_range.expected}")

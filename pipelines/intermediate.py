@@ -21,7 +21,8 @@ from components.errors import XstiltsInputError
 from components.models import load_tokenizer, resolve_model
 from components.multitask import load_mixture, train_multitask
 from components.tasks import get_task
-from components.training import TrainConfig, check_max_length, check_trained_task
+from components.model_registry import check_max_length
+from components.training import TrainConfig, check_trained_task
 from pipelines.cli import log_trained_model, run_training_phase, training_params
 from components.adapter_runs import MethodChoice
 

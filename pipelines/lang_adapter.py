@@ -30,7 +30,7 @@ from components.corpus import build_corpus, check_language_code, evaluation_prot
 from components.errors import XstiltsInputError
 from components.models import load_pretrained, load_tokenizer, resolve_model
 from components.methods import check_upstream, get_method
-from components.training import check_max_length
+from components.model_registry import check_max_length
 from components.adapter_runs import base_model_label
 
 

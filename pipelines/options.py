@@ -76,7 +76,22 @@ def command(entry: str, doc: str, implementation: str) -> click.Command:
 
     @entry_point
     def run(**options) -> None:
+        check_before_loading(options)
         module, function = implementation.split(":")
         getattr(importlib.import_module(module), function)(**options)
 
     return click.Command(entry, callback=run, help=doc, params=[click_option(option) for option in ENTRY_POINTS[entry]])
+
+
+def check_before_loading(options: dict) -> None:
+    """What an entry point that trains can check before it imports torch, transformers or mlflow, so that such an
+    error answers as fast as a bad argument: its model, and `max_length` against that model and the tasks it trains
+    (`task`, one or a comma-separated list; none: plain text, a language adapter's). The phases check again: tuning
+    trials call them directly."""
+    if "max_length" not in options:
+        return
+    from components.model_registry import check_max_length
+    from components.tasks import get_task
+
+    specs = [get_task(name.strip()) for name in str(options.get("task", "")).split(",") if name.strip()]
+    check_max_length(options["max_length"], options["model"], specs)

@@ -35,7 +35,8 @@ from components.methods import get_method
 from components.models import resolve_model
 from components.settings import PROJECT_ROOT, threads_per_process
 from components.tasks import get_task
-from components.training import check_max_length, check_trained_task
+from components.model_registry import check_max_length
+from components.training import check_trained_task
 from pipelines.cli import ZERO_SHOT_SOURCE_LANG
 from pipelines.target import main as target_command, train_target
 from tuning.best_params import cell_key, intermediate_label, model_label

@@ -22,7 +22,7 @@ from components.retrieval import read_aligned_pairs
 from components.settings import DATA_ROOT_ENV, PROJECT_ROOT, data_root
 from components.tasks import get_task
 from components.task_types import handler_for
-from components.training import check_max_length, shortest_max_length
+from components.model_registry import check_max_length, shortest_max_length
 from pipelines import evaluate, intermediate, lang_adapter, target, tune
 
 FAST = ["--epochs", "1", "--batch-size", "16", "--max-train-examples", "48"]
