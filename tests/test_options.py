@@ -144,3 +144,16 @@ def test_a_bad_argument_fails_fast_naming_the_option():
     result, seconds = run_module("pipelines.target", "--epochs", "abc")
     assert result.returncode == 2 and seconds < HELP_SECONDS, (result.stderr, seconds)
     assert "Invalid value for '--epochs': 'abc' is not a valid float" in result.stderr
+
+
+@pytest.mark.parametrize("module, arguments, message", [
+    # XNLI is a pair task: two texts of 8 tokens, each beside 2 special tokens.
+    ("pipelines.target", ("--max-length", "2"), "max_length 2: expected 20 to 512 tokens"),
+    ("pipelines.intermediate", ("--task", "anli,xnlii"), "unknown task 'xnlii'"),
+    ("pipelines.lang_adapter", ("--lang", "sw", "--max-length", "1024"), "max_length 1024: expected 10 to 512 tokens"),
+    ("pipelines.tune", ("--task", "panx", "--model", "nope"), "unknown model 'nope'"),
+])
+def test_a_bad_max_length_task_or_model_fails_as_fast_as_a_bad_argument(module, arguments, message):
+    result, seconds = run_module(module, *arguments)
+    assert result.returncode == 2 and seconds < HELP_SECONDS, (result.stderr, seconds)
+    assert result.stderr.startswith(f"xstilts: error: {message}"), result.stderr
